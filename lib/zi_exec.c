@@ -1,0 +1,815 @@
+/*  zi_exec.c - plan and run a node range of a graph; see zi_exec.h.
+
+    Per executor, every graph value has a slot (a zi_tensor_t struct) and a
+    kind:
+
+        CONST    graph constant (initializer / Constant node): a view
+        FOLDED   computed at plan time from constants and shapes: owned copy
+        INPUT    fed by the caller at run time
+        ARENA    intermediate whose shape is known at plan time: lives in the
+                 arena at a planned offset
+        DYNAMIC  intermediate whose shape depends on run-time values: malloc'd
+                 at run time, freed after its last reader
+        OUTPUT   produced here and returned to the caller: a fresh owning
+                 tensor per run
+        UNUSED   not touched by this range
+
+    Planning runs once per distinct set of input shapes (a new batch size
+    replans). Run time then does, per node: bind inputs, infer output shapes
+    (cheap, and it re-checks what planning assumed), point outputs at their
+    storage, run the kernel.
+*/
+#include "zi_exec.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "zi_blas.h"
+#include "zi_ops.h"
+
+typedef enum {
+    S_UNUSED = 0,
+    S_CONST,
+    S_FOLDED,
+    S_INPUT,
+    S_ARENA,
+    S_DYNAMIC,
+    S_OUTPUT,
+} s_kind_t;
+
+#define S_ALIGN 64
+
+struct zi_exec {
+    const zi_graph_t *g;
+    int first, last;                //  node range, inclusive
+    zi_exec_opts_t opts;
+    int n_inputs;
+    int *inputs;                    //  value indices
+    int n_outputs;
+    int *outputs;                   //  value indices
+    bool *is_output;                //  per value
+    bool *produced;                 //  per value: produced inside the range
+    int *last_use;                  //  per value: last reading node in range
+    //  Plan state
+    bool planned;
+    zi_tensor_t *plan_in;           //  the input shapes the plan was made for
+    uint8_t *kind;                  //  per value: s_kind_t
+    zi_tensor_t *vals;              //  per value: shape, dtype, data
+    zi_tensor_t **folded;           //  per value: owned folded constants
+    bool *node_folded;              //  per node (absolute index)
+    bool *node_dynamic;             //  per node: shapes known only at run time
+    size_t *offset;                 //  per value: arena offset
+    size_t arena_size;
+    size_t naive_size;
+    uint8_t *arena;
+    size_t arena_cap;
+};
+
+//  -------------------------------------------------------------------------
+//  Construction
+
+static void
+s_free_plan (zi_exec_t *self)
+{
+    const zi_graph_t *g = self->g;
+    if (self->folded) {
+        for (int v = 0; v < g->n_values; v++) {
+            zi_tensor_destroy (&self->folded[v]);
+        }
+    }
+    self->planned = false;
+}
+
+void
+zi_exec_destroy (zi_exec_t **self_p)
+{
+    if (!self_p || !*self_p) {
+        return;
+    }
+    zi_exec_t *self = *self_p;
+    s_free_plan (self);
+    free (self->inputs);
+    free (self->outputs);
+    free (self->is_output);
+    free (self->produced);
+    free (self->last_use);
+    free (self->plan_in);
+    free (self->kind);
+    free (self->vals);
+    free (self->folded);
+    free (self->node_folded);
+    free (self->node_dynamic);
+    free (self->offset);
+    free (self->arena);
+    free (self);
+    *self_p = NULL;
+}
+
+static bool
+s_list_has (const int *list, int n, int v)
+{
+    for (int i = 0; i < n; i++) {
+        if (list[i] == v) {
+            return true;
+        }
+    }
+    return false;
+}
+
+zi_exec_t *
+zi_exec_new (const zi_graph_t *g, int first, int last,
+             const zi_exec_opts_t *opts, char *err, size_t errlen)
+{
+    if (!g) {
+        zi_fail (err, errlen, ZI_ERR_INVALID, "no graph");
+        return NULL;
+    }
+    if (last < 0) {
+        last = g->n_nodes - 1;
+    }
+    bool whole = (first == 0 && last == g->n_nodes - 1);
+    if (g->n_nodes > 0 && (first < 0 || first > last || last >= g->n_nodes)) {
+        zi_fail (err, errlen, ZI_ERR_INVALID,
+                 "segment %d:%d is not a node range of a graph with %d nodes "
+                 "(valid: 0..%d)", first, last, g->n_nodes, g->n_nodes - 1);
+        return NULL;
+    }
+    for (int n = first; n <= last && g->n_nodes > 0; n++) {
+        if (!g->nodes[n].op) {
+            zi_fail (err, errlen, ZI_ERR_UNSUPPORTED,
+                     "node '%s': unsupported op %s", g->nodes[n].name,
+                     g->nodes[n].op_type);
+            return NULL;
+        }
+    }
+    zi_exec_t *self = (zi_exec_t *) calloc (1, sizeof *self);
+    if (!self) {
+        zi_fail (err, errlen, ZI_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    self->g = g;
+    self->first = first;
+    self->last = g->n_nodes > 0 ? last : -1;
+    if (opts) {
+        self->opts = *opts;
+    }
+    size_t nv = (size_t) (g->n_values > 0 ? g->n_values : 1);
+    size_t nn = (size_t) (g->n_nodes > 0 ? g->n_nodes : 1);
+    self->inputs = (int *) calloc (nv, sizeof (int));
+    self->outputs = (int *) calloc (nv, sizeof (int));
+    self->is_output = (bool *) calloc (nv, sizeof (bool));
+    self->produced = (bool *) calloc (nv, sizeof (bool));
+    self->last_use = (int *) calloc (nv, sizeof (int));
+    self->kind = (uint8_t *) calloc (nv, 1);
+    self->vals = (zi_tensor_t *) calloc (nv, sizeof (zi_tensor_t));
+    self->folded = (zi_tensor_t **) calloc (nv, sizeof (zi_tensor_t *));
+    self->node_folded = (bool *) calloc (nn, sizeof (bool));
+    self->node_dynamic = (bool *) calloc (nn, sizeof (bool));
+    self->offset = (size_t *) calloc (nv, sizeof (size_t));
+    self->plan_in = (zi_tensor_t *) calloc (nv, sizeof (zi_tensor_t));
+    if (!self->inputs || !self->outputs || !self->is_output || !self->produced
+        || !self->last_use || !self->kind || !self->vals || !self->folded
+        || !self->node_folded || !self->node_dynamic || !self->offset
+        || !self->plan_in) {
+        zi_exec_destroy (&self);
+        zi_fail (err, errlen, ZI_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    for (int v = 0; v < g->n_values; v++) {
+        self->last_use[v] = -1;
+    }
+    for (int n = first; n <= self->last; n++) {
+        const zi_node_t *node = &g->nodes[n];
+        for (int k = 0; k < node->n_out; k++) {
+            if (node->out[k] >= 0) {
+                self->produced[node->out[k]] = true;
+            }
+        }
+        for (int k = 0; k < node->n_in; k++) {
+            if (node->in[k] >= 0) {
+                self->last_use[node->in[k]] = n;
+            }
+        }
+    }
+    //  Inputs: for the whole graph exactly the graph's inputs in order (so a
+    //  caller can match them by position); for a segment, every non-constant
+    //  value it reads and does not produce, graph inputs first.
+    if (whole) {
+        for (int i = 0; i < g->n_inputs; i++) {
+            self->inputs[self->n_inputs++] = g->inputs[i];
+        }
+    }
+    else {
+        for (int i = 0; i < g->n_inputs; i++) {
+            int v = g->inputs[i];
+            if (self->last_use[v] >= 0) {
+                self->inputs[self->n_inputs++] = v;
+            }
+        }
+        for (int n = first; n <= self->last; n++) {
+            const zi_node_t *node = &g->nodes[n];
+            for (int k = 0; k < node->n_in; k++) {
+                int v = node->in[k];
+                if (v >= 0 && !self->produced[v] && !g->values[v].init
+                    && !g->values[v].is_input
+                    && !s_list_has (self->inputs, self->n_inputs, v)) {
+                    self->inputs[self->n_inputs++] = v;
+                }
+            }
+        }
+    }
+    //  Outputs: for the whole graph the graph's outputs in order; for a
+    //  segment, graph outputs it produces and values read after it.
+    if (whole) {
+        for (int i = 0; i < g->n_outputs; i++) {
+            self->outputs[self->n_outputs++] = g->outputs[i];
+        }
+    }
+    else {
+        for (int i = 0; i < g->n_outputs; i++) {
+            if (self->produced[g->outputs[i]]) {
+                self->outputs[self->n_outputs++] = g->outputs[i];
+            }
+        }
+        for (int n = self->last + 1; n < g->n_nodes; n++) {
+            const zi_node_t *node = &g->nodes[n];
+            for (int k = 0; k < node->n_in; k++) {
+                int v = node->in[k];
+                if (v >= 0 && self->produced[v]
+                    && !s_list_has (self->outputs, self->n_outputs, v)) {
+                    self->outputs[self->n_outputs++] = v;
+                }
+            }
+        }
+    }
+    for (int i = 0; i < self->n_outputs; i++) {
+        self->is_output[self->outputs[i]] = true;
+    }
+    if (self->opts.nthreads > 0) {
+        zi_blas_set_threads (self->opts.nthreads);
+    }
+    return self;
+}
+
+int
+zi_exec_n_inputs (const zi_exec_t *self)
+{
+    return self->n_inputs;
+}
+
+int
+zi_exec_n_outputs (const zi_exec_t *self)
+{
+    return self->n_outputs;
+}
+
+const zi_value_t *
+zi_exec_input (const zi_exec_t *self, int i)
+{
+    return i >= 0 && i < self->n_inputs ? &self->g->values[self->inputs[i]] : NULL;
+}
+
+const zi_value_t *
+zi_exec_output (const zi_exec_t *self, int i)
+{
+    return i >= 0 && i < self->n_outputs ? &self->g->values[self->outputs[i]] : NULL;
+}
+
+size_t
+zi_exec_peak_bytes (const zi_exec_t *self)
+{
+    return self->arena_size;
+}
+
+size_t
+zi_exec_naive_bytes (const zi_exec_t *self)
+{
+    return self->naive_size;
+}
+
+//  -------------------------------------------------------------------------
+//  Input checks
+
+//  Check a caller's tensor against the value's declared dtype and shape.
+static int
+s_check_input (const zi_value_t *v, const zi_tensor_t *t, char *err, size_t errlen)
+{
+    char got[96], want[96];
+    if (!t) {
+        return zi_fail (err, errlen, ZI_ERR_INVALID, "input '%s' is missing", v->name);
+    }
+    if (!zi_dtype_valid (t->dtype)) {
+        return zi_fail (err, errlen, ZI_ERR_SHAPE, "input '%s': unsupported dtype %d",
+                        v->name, (int) t->dtype);
+    }
+    if (v->dtype != ZI_DT_UNDEFINED && t->dtype != v->dtype) {
+        return zi_fail (err, errlen, ZI_ERR_SHAPE,
+                        "input '%s': dtype %s, the model expects %s", v->name,
+                        zi_dtype_name (t->dtype), zi_dtype_name (v->dtype));
+    }
+    if (!zi_tensor_is_contiguous (t) || (t->nbytes > 0 && !t->data)) {
+        return zi_fail (err, errlen, ZI_ERR_INVALID,
+                        "input '%s': tensor must be contiguous with data", v->name);
+    }
+    if (v->rank >= 0) {
+        bool ok = (t->rank == v->rank);
+        for (int i = 0; ok && i < v->rank; i++) {
+            ok = (v->shape[i] < 0 || v->shape[i] == t->ne[i]);
+        }
+        if (!ok) {
+            //  Show the declared shape with '?' for the symbolic dims.
+            size_t pos = 0;
+            pos += (size_t) snprintf (want + pos, sizeof want - pos, "[");
+            for (int i = 0; i < v->rank && pos < sizeof want; i++) {
+                if (v->shape[i] < 0) {
+                    pos += (size_t) snprintf (want + pos, sizeof want - pos, "%s?", i ? "," : "");
+                }
+                else {
+                    pos += (size_t) snprintf (want + pos, sizeof want - pos, "%s%lld",
+                                              i ? "," : "", (long long) v->shape[i]);
+                }
+            }
+            if (pos < sizeof want) {
+                snprintf (want + pos, sizeof want - pos, "]");
+            }
+            return zi_fail (err, errlen, ZI_ERR_SHAPE,
+                            "input '%s': shape %s, the model expects %s", v->name,
+                            zi_tensor_shape_str (t, got, sizeof got), want);
+        }
+    }
+    return ZI_OK;
+}
+
+//  -------------------------------------------------------------------------
+//  Planning
+
+typedef struct {
+    int value;
+    size_t size;
+    int start, end;                 //  node indices of life
+} s_block_t;
+
+static int
+s_block_cmp (const void *a, const void *b)
+{
+    const s_block_t *x = (const s_block_t *) a, *y = (const s_block_t *) b;
+    if (x->size != y->size) {
+        return x->size < y->size ? 1 : -1;
+    }
+    return x->value - y->value;
+}
+
+static size_t
+s_align (size_t n)
+{
+    return (n + S_ALIGN - 1) / S_ALIGN * S_ALIGN;
+}
+
+//  Greedy-by-size offset assignment (as TFLite's arena planner): place the
+//  largest tensors first, each at the lowest offset that does not overlap a
+//  placed tensor whose lifetime intersects its own.
+static int
+s_assign_offsets (zi_exec_t *self, s_block_t *blocks, int nb)
+{
+    qsort (blocks, (size_t) nb, sizeof *blocks, s_block_cmp);
+    size_t peak = 0;
+    s_block_t **placed = (s_block_t **) malloc ((size_t) (nb ? nb : 1) * sizeof *placed);
+    if (!placed) {
+        return ZI_ERR_NOMEM;
+    }
+    int np = 0;
+    for (int i = 0; i < nb; i++) {
+        s_block_t *b = &blocks[i];
+        size_t need = s_align (b->size ? b->size : 1);
+        size_t best = 0;
+        //  Try offset 0, then the end of every conflicting placed block.
+        for (int attempt = -1; attempt < np; attempt++) {
+            size_t cand;
+            if (attempt < 0) {
+                cand = 0;
+            }
+            else {
+                s_block_t *p = placed[attempt];
+                if (p->end < b->start || b->end < p->start) {
+                    continue;
+                }
+                cand = self->offset[p->value] + s_align (p->size ? p->size : 1);
+            }
+            bool fits = true;
+            for (int k = 0; k < np && fits; k++) {
+                s_block_t *p = placed[k];
+                if (p->end < b->start || b->end < p->start) {
+                    continue;
+                }
+                size_t ps = self->offset[p->value];
+                size_t pe = ps + s_align (p->size ? p->size : 1);
+                if (cand < pe && ps < cand + need) {
+                    fits = false;
+                }
+            }
+            if (fits && (attempt < 0 || cand < best || best == 0)) {
+                best = cand;
+                if (attempt < 0) {
+                    break;
+                }
+            }
+        }
+        self->offset[b->value] = best;
+        if (best + need > peak) {
+            peak = best + need;
+        }
+        placed[np++] = b;
+    }
+    free (placed);
+    self->arena_size = peak;
+    return ZI_OK;
+}
+
+//  Gather the input tensor pointers of a node from the value slots.
+static void
+s_bind (zi_exec_t *self, const zi_node_t *node, const zi_tensor_t **in,
+        zi_tensor_t **out)
+{
+    for (int k = 0; k < node->n_in; k++) {
+        in[k] = node->in[k] >= 0 ? &self->vals[node->in[k]] : NULL;
+    }
+    for (int k = 0; k < node->n_out; k++) {
+        out[k] = node->out[k] >= 0 ? &self->vals[node->out[k]] : NULL;
+    }
+}
+
+static bool
+s_is_shape_only_op (const zi_node_t *node)
+{
+    return strcmp (node->op_type, "Shape") == 0 || strcmp (node->op_type, "Size") == 0;
+}
+
+static int
+s_plan (zi_exec_t *self, const zi_tensor_t *const *inputs, char *err, size_t errlen)
+{
+    const zi_graph_t *g = self->g;
+    s_free_plan (self);
+    self->arena_size = 0;
+    self->naive_size = 0;
+    memset (self->kind, S_UNUSED, (size_t) g->n_values);
+    //  Constants are views of the graph's tensors.
+    for (int v = 0; v < g->n_values; v++) {
+        memset (&self->vals[v], 0, sizeof self->vals[v]);
+        if (g->values[v].init) {
+            self->vals[v] = *g->values[v].init;
+            self->vals[v].owns_data = false;
+            self->kind[v] = S_CONST;
+        }
+    }
+    for (int i = 0; i < self->n_inputs; i++) {
+        int v = self->inputs[i];
+        self->vals[v] = *inputs[i];
+        self->vals[v].owns_data = false;
+        self->vals[v].data = NULL;          //  unknown while planning
+        self->kind[v] = S_INPUT;
+        self->plan_in[i] = *inputs[i];
+    }
+    const zi_tensor_t *in[64];
+    zi_tensor_t *out[64];
+    bool *dyn = (bool *) calloc ((size_t) (g->n_values ? g->n_values : 1), sizeof (bool));
+    if (!dyn) {
+        return zi_fail (err, errlen, ZI_ERR_NOMEM, "out of memory");
+    }
+    int rc = ZI_OK;
+    for (int n = self->first; n <= self->last; n++) {
+        const zi_node_t *node = &g->nodes[n];
+        self->node_folded[n] = false;
+        self->node_dynamic[n] = false;
+        if (node->n_in > 64 || node->n_out > 64) {
+            rc = zi_fail (err, errlen, ZI_ERR_LIMIT, "node '%s' (%s): more than 64 "
+                          "inputs or outputs", node->name, node->op_type);
+            goto out;
+        }
+        bool all_valued = true, any_dyn = false;
+        for (int k = 0; k < node->n_in; k++) {
+            int v = node->in[k];
+            if (v < 0) {
+                continue;
+            }
+            any_dyn |= dyn[v];
+            all_valued &= (self->kind[v] == S_CONST || self->kind[v] == S_FOLDED);
+        }
+        if (any_dyn) {
+            //  Shapes unknown until run time: everything downstream waits.
+            self->node_dynamic[n] = true;
+            for (int k = 0; k < node->n_out; k++) {
+                if (node->out[k] >= 0) {
+                    dyn[node->out[k]] = true;
+                    self->kind[node->out[k]] = self->is_output[node->out[k]] ? S_OUTPUT
+                                                                              : S_DYNAMIC;
+                }
+            }
+            continue;
+        }
+        s_bind (self, node, in, out);
+        zi_kctx_t ctx = {node, node->n_in, in, node->n_out, out,
+                         self->opts.nthreads, err, errlen};
+        rc = node->op->infer (&ctx);
+        if (rc == ZI_OP_NEEDS_VALUE) {
+            self->node_dynamic[n] = true;
+            for (int k = 0; k < node->n_out; k++) {
+                if (node->out[k] >= 0) {
+                    dyn[node->out[k]] = true;
+                    self->kind[node->out[k]] = self->is_output[node->out[k]] ? S_OUTPUT
+                                                                              : S_DYNAMIC;
+                }
+            }
+            rc = ZI_OK;
+            continue;
+        }
+        if (rc) {
+            goto out;
+        }
+        if (all_valued || s_is_shape_only_op (node)) {
+            //  Constant folding: run it now, keep the result as a constant.
+            for (int k = 0; k < node->n_out; k++) {
+                if (!out[k]) {
+                    continue;
+                }
+                zi_tensor_t *t = zi_tensor_new (out[k]->dtype, out[k]->rank, out[k]->ne);
+                if (!t) {
+                    rc = zi_fail (err, errlen, ZI_ERR_NOMEM, "node '%s' (%s): out of "
+                                  "memory folding a constant", node->name, node->op_type);
+                    goto out;
+                }
+                self->folded[node->out[k]] = t;
+                out[k]->data = t->data;
+            }
+            rc = node->op->run (&ctx);
+            if (rc) {
+                goto out;
+            }
+            self->node_folded[n] = true;
+            for (int k = 0; k < node->n_out; k++) {
+                if (node->out[k] >= 0) {
+                    self->kind[node->out[k]] = S_FOLDED;
+                }
+            }
+            continue;
+        }
+        for (int k = 0; k < node->n_out; k++) {
+            int v = node->out[k];
+            if (v >= 0) {
+                self->kind[v] = self->is_output[v] ? S_OUTPUT : S_ARENA;
+            }
+        }
+    }
+    //  Arena layout of the planned intermediates.
+    {
+        int nb = 0;
+        s_block_t *blocks = (s_block_t *) calloc ((size_t) (g->n_values ? g->n_values : 1),
+                                                  sizeof *blocks);
+        if (!blocks) {
+            rc = zi_fail (err, errlen, ZI_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+        for (int v = 0; v < g->n_values; v++) {
+            if (self->kind[v] != S_ARENA) {
+                continue;
+            }
+            int start = g->values[v].producer;
+            int end = self->last_use[v] > start ? self->last_use[v] : start;
+            blocks[nb++] = (s_block_t){v, self->vals[v].nbytes, start, end};
+            self->naive_size += s_align (self->vals[v].nbytes ? self->vals[v].nbytes : 1);
+        }
+        rc = s_assign_offsets (self, blocks, nb);
+        free (blocks);
+        if (rc) {
+            zi_fail (err, errlen, rc, "out of memory");
+            goto out;
+        }
+        if (self->arena_size > self->arena_cap) {
+            free (self->arena);
+            self->arena = (uint8_t *) aligned_alloc (S_ALIGN, self->arena_size);
+            if (!self->arena) {
+                self->arena_cap = 0;
+                rc = zi_fail (err, errlen, ZI_ERR_NOMEM, "cannot allocate a %zu-byte "
+                              "activation arena", self->arena_size);
+                goto out;
+            }
+            self->arena_cap = self->arena_size;
+        }
+    }
+    //  Folded values point at their owned copies from now on.
+    for (int v = 0; v < g->n_values; v++) {
+        if (self->kind[v] == S_FOLDED && self->folded[v]) {
+            self->vals[v] = *self->folded[v];
+            self->vals[v].owns_data = false;
+        }
+    }
+    self->planned = true;
+out:
+    free (dyn);
+    if (rc) {
+        s_free_plan (self);
+    }
+    return rc;
+}
+
+static bool
+s_same_as_plan (const zi_exec_t *self, const zi_tensor_t *const *inputs)
+{
+    if (!self->planned) {
+        return false;
+    }
+    for (int i = 0; i < self->n_inputs; i++) {
+        if (!zi_tensor_same_shape (&self->plan_in[i], inputs[i])) {
+            return false;
+        }
+    }
+    return true;
+}
+
+//  -------------------------------------------------------------------------
+//  Running
+
+//  Allocate a tensor's storage without zeroing it (the kernel writes all of
+//  it); at least one byte so that data != NULL.
+static void *
+s_alloc_data (size_t nbytes)
+{
+    return malloc (nbytes ? nbytes : 1);
+}
+
+int
+zi_exec_run (zi_exec_t *self, const zi_tensor_t *const *inputs, zi_tensor_t **outs,
+             char *err, size_t errlen)
+{
+    const zi_graph_t *g = self->g;
+    for (int i = 0; i < self->n_inputs; i++) {
+        int rc = s_check_input (&g->values[self->inputs[i]], inputs ? inputs[i] : NULL,
+                                err, errlen);
+        if (rc) {
+            return rc;
+        }
+    }
+    if (!s_same_as_plan (self, inputs)) {
+        int rc = s_plan (self, inputs, err, errlen);
+        if (rc) {
+            return rc;
+        }
+    }
+    for (int i = 0; i < self->n_inputs; i++) {
+        int v = self->inputs[i];
+        self->vals[v] = *inputs[i];
+        self->vals[v].owns_data = false;
+    }
+    //  Values produced at run time own nothing yet.
+    for (int v = 0; v < g->n_values; v++) {
+        if (self->kind[v] == S_ARENA || self->kind[v] == S_DYNAMIC
+            || self->kind[v] == S_OUTPUT) {
+            self->vals[v].data = NULL;
+            self->vals[v].owns_data = false;
+        }
+    }
+    const zi_tensor_t *in[64];
+    zi_tensor_t *out[64];
+    int rc = ZI_OK;
+    for (int n = self->first; n <= self->last && rc == ZI_OK; n++) {
+        const zi_node_t *node = &g->nodes[n];
+        if (self->node_folded[n]) {
+            continue;
+        }
+        s_bind (self, node, in, out);
+        zi_kctx_t ctx = {node, node->n_in, in, node->n_out, out, self->opts.nthreads,
+                         err, errlen};
+        size_t planned[64];
+        for (int k = 0; k < node->n_out; k++) {
+            planned[k] = out[k] ? out[k]->nbytes : 0;
+        }
+        rc = node->op->infer (&ctx);
+        if (rc == ZI_OP_NEEDS_VALUE) {
+            rc = zi_fail (err, errlen, ZI_ERR_INVALID, "node '%s' (%s): an input "
+                          "value is missing at run time", node->name, node->op_type);
+        }
+        if (rc) {
+            break;
+        }
+        for (int k = 0; k < node->n_out && rc == ZI_OK; k++) {
+            if (!out[k]) {
+                continue;
+            }
+            int v = node->out[k];
+            if (self->kind[v] == S_ARENA && out[k]->nbytes == planned[k]) {
+                out[k]->data = self->arena + self->offset[v];
+                out[k]->owns_data = false;
+            }
+            else {
+                //  DYNAMIC, OUTPUT, or an arena value whose size changed
+                //  (cannot happen for a correct infer; handled anyway).
+                out[k]->data = s_alloc_data (out[k]->nbytes);
+                out[k]->owns_data = true;
+                if (!out[k]->data) {
+                    rc = zi_fail (err, errlen, ZI_ERR_NOMEM, "node '%s' (%s): cannot "
+                                  "allocate %zu bytes", node->name, node->op_type,
+                                  out[k]->nbytes);
+                }
+            }
+        }
+        if (rc == ZI_OK) {
+            rc = node->op->run (&ctx);
+        }
+        //  Release dynamic buffers whose last reader just ran.
+        for (int k = 0; k < node->n_in; k++) {
+            int v = node->in[k];
+            if (v >= 0 && self->last_use[v] == n && !self->is_output[v]
+                && self->vals[v].owns_data && self->kind[v] != S_INPUT) {
+                free (self->vals[v].data);
+                self->vals[v].data = NULL;
+                self->vals[v].owns_data = false;
+            }
+        }
+    }
+    if (rc == ZI_OK) {
+        //  Hand the outputs over: owned ones move, others are copied.
+        for (int i = 0; i < self->n_outputs; i++) {
+            int v = self->outputs[i];
+            zi_tensor_t *t = (zi_tensor_t *) calloc (1, sizeof *t);
+            if (!t) {
+                rc = zi_fail (err, errlen, ZI_ERR_NOMEM, "out of memory");
+                for (int j = 0; j < i; j++) {
+                    zi_tensor_destroy (&outs[j]);
+                }
+                break;
+            }
+            if (self->vals[v].owns_data) {
+                *t = self->vals[v];
+                self->vals[v].owns_data = false;
+                self->vals[v].data = NULL;
+            }
+            else {
+                free (t);
+                t = zi_tensor_dup (&self->vals[v]);
+                if (!t) {
+                    rc = zi_fail (err, errlen, ZI_ERR_NOMEM, "out of memory");
+                    for (int j = 0; j < i; j++) {
+                        zi_tensor_destroy (&outs[j]);
+                    }
+                    break;
+                }
+            }
+            outs[i] = t;
+        }
+    }
+    //  Whatever is still owned (error paths, dead dynamic values) goes.
+    for (int v = 0; v < g->n_values; v++) {
+        if (self->kind[v] != S_CONST && self->kind[v] != S_FOLDED
+            && self->kind[v] != S_INPUT && self->vals[v].owns_data) {
+            free (self->vals[v].data);
+            self->vals[v].data = NULL;
+            self->vals[v].owns_data = false;
+        }
+    }
+    return rc;
+}
+
+int
+zi_exec_run_named (zi_exec_t *self, int n, const char *const *names,
+                   const zi_tensor_t *const *inputs, zi_tensor_t **out, char *err,
+                   size_t errlen)
+{
+    const zi_tensor_t **ordered = (const zi_tensor_t **) calloc (
+        (size_t) (self->n_inputs ? self->n_inputs : 1), sizeof *ordered);
+    if (!ordered) {
+        return zi_fail (err, errlen, ZI_ERR_NOMEM, "out of memory");
+    }
+    int rc = ZI_OK;
+    for (int k = 0; k < n && rc == ZI_OK; k++) {
+        int found = -1;
+        for (int i = 0; i < self->n_inputs; i++) {
+            if (strcmp (self->g->values[self->inputs[i]].name, names[k]) == 0) {
+                found = i;
+            }
+        }
+        if (found < 0) {
+            rc = zi_fail (err, errlen, ZI_ERR_NOTFOUND,
+                          "'%s' is not an input of this %s", names[k],
+                          self->first == 0 && self->last == self->g->n_nodes - 1
+                              ? "model" : "segment");
+        }
+        else if (ordered[found]) {
+            rc = zi_fail (err, errlen, ZI_ERR_INVALID, "input '%s' given twice", names[k]);
+        }
+        else {
+            ordered[found] = inputs[k];
+        }
+    }
+    for (int i = 0; i < self->n_inputs && rc == ZI_OK; i++) {
+        if (!ordered[i]) {
+            rc = zi_fail (err, errlen, ZI_ERR_INVALID, "input '%s' is missing",
+                          self->g->values[self->inputs[i]].name);
+        }
+    }
+    if (rc == ZI_OK) {
+        rc = zi_exec_run (self, ordered, out, err, errlen);
+    }
+    free (ordered);
+    return rc;
+}

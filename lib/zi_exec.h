@@ -1,0 +1,81 @@
+/*  zi_exec.h - run a graph, or one contiguous segment of it, on tensors.
+
+    An executor is built for the node range [first, last] of a sorted graph
+    (the whole graph is [0, n_nodes-1]). Its inputs are the values that the
+    range reads but does not produce and that are not constants (graph inputs
+    or tensors produced by an earlier segment); its outputs are the values it
+    produces that a later node reads or that are graph outputs. Running the
+    segments of any cut one after another gives bit-identical results to
+    running the whole graph: the same kernels run in the same order.
+
+        char err[256];
+        zi_exec_t *ex = zi_exec_new (graph, 0, -1, NULL, err, sizeof err);
+        const zi_tensor_t *in[] = {x};                 //  x (N,1,28,28)
+        zi_tensor_t *out[1];
+        if (zi_exec_run (ex, in, out, err, sizeof err) == 0) {
+            ...                                        //  out[0] (N,10)
+            zi_tensor_destroy (&out[0]);
+        }
+        zi_exec_destroy (&ex);
+
+    Planning: for each distinct set of input shapes the executor infers every
+    shape, folds constants (including the Shape -> Gather -> Unsqueeze ->
+    Concat -> Reshape chains PyTorch exports), and lays intermediates out in
+    one arena that reuses the memory of dead tensors; zi_exec_peak_bytes
+    reports its size. Shapes that depend on run-time values fall back to
+    per-tensor allocation.
+*/
+#ifndef ZI_EXEC_H_INCLUDED
+#define ZI_EXEC_H_INCLUDED
+
+#include "zi_graph.h"
+#include "zi_tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct zi_exec zi_exec_t;
+
+typedef struct zi_exec_opts {
+    int nthreads;           //  threads kernels may use (0 = leave BLAS as is)
+    bool no_fuse;           //  disable operator fusion (for testing)
+} zi_exec_opts_t;
+
+//  Create an executor for nodes [first, last] (last = -1: to the end) of a
+//  sorted graph. The graph must outlive the executor. opts may be NULL.
+//  Returns NULL with a message in err on a bad range or an unsupported node.
+zi_exec_t *zi_exec_new (const zi_graph_t *graph, int first, int last,
+                        const zi_exec_opts_t *opts, char *err, size_t errlen);
+
+//  Destroy an executor; NULLs *self_p.
+void zi_exec_destroy (zi_exec_t **self_p);
+
+//  Inputs and outputs of the range, by position.
+int zi_exec_n_inputs (const zi_exec_t *self);
+int zi_exec_n_outputs (const zi_exec_t *self);
+const zi_value_t *zi_exec_input (const zi_exec_t *self, int i);
+const zi_value_t *zi_exec_output (const zi_exec_t *self, int i);
+
+//  Run on inputs given in zi_exec_input order (contiguous tensors; they are
+//  only read). On success out[i] receives a new owning tensor for each
+//  output, which the caller destroys. On failure nothing is stored in out
+//  and err names the node and the problem; the executor stays usable.
+int zi_exec_run (zi_exec_t *self, const zi_tensor_t *const *inputs,
+                 zi_tensor_t **out, char *err, size_t errlen);
+
+//  As zi_exec_run with inputs matched by name (n pairs, any order).
+int zi_exec_run_named (zi_exec_t *self, int n, const char *const *names,
+                       const zi_tensor_t *const *inputs, zi_tensor_t **out,
+                       char *err, size_t errlen);
+
+//  Bytes of the intermediate arena planned for the last input shapes, and
+//  what the same tensors would take without reuse (for the report).
+size_t zi_exec_peak_bytes (const zi_exec_t *self);
+size_t zi_exec_naive_bytes (const zi_exec_t *self);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
