@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "zi_blas.h"
 #include "zi_ops.h"
@@ -65,6 +66,8 @@ struct zi_exec {
     size_t naive_size;
     uint8_t *arena;
     size_t arena_cap;
+    double *node_seconds;           //  per node, when profiling
+    zi_tensor_t unknown;            //  what zi_exec_value returns for DYNAMIC
 };
 
 //  -------------------------------------------------------------------------
@@ -103,6 +106,7 @@ zi_exec_destroy (zi_exec_t **self_p)
     free (self->node_dynamic);
     free (self->offset);
     free (self->arena);
+    free (self->node_seconds);
     free (self);
     *self_p = NULL;
 }
@@ -169,10 +173,12 @@ zi_exec_new (const zi_graph_t *g, int first, int last,
     self->node_dynamic = (bool *) calloc (nn, sizeof (bool));
     self->offset = (size_t *) calloc (nv, sizeof (size_t));
     self->plan_in = (zi_tensor_t *) calloc (nv, sizeof (zi_tensor_t));
+    self->node_seconds = (double *) calloc (nn, sizeof (double));
+    self->unknown.rank = -1;
     if (!self->inputs || !self->outputs || !self->is_output || !self->produced
         || !self->last_use || !self->kind || !self->vals || !self->folded
         || !self->node_folded || !self->node_dynamic || !self->offset
-        || !self->plan_in) {
+        || !self->plan_in || !self->node_seconds) {
         zi_exec_destroy (&self);
         zi_fail (err, errlen, ZI_ERR_NOMEM, "out of memory");
         return NULL;
@@ -627,6 +633,52 @@ s_same_as_plan (const zi_exec_t *self, const zi_tensor_t *const *inputs)
     return true;
 }
 
+int
+zi_exec_prepare (zi_exec_t *self, const zi_tensor_t *const *inputs, char *err,
+                 size_t errlen)
+{
+    for (int i = 0; i < self->n_inputs; i++) {
+        if (!inputs || !inputs[i]) {
+            return zi_fail (err, errlen, ZI_ERR_INVALID, "input '%s' is missing",
+                            self->g->values[self->inputs[i]].name);
+        }
+        //  Only the shape is checked here: data may be absent.
+        zi_tensor_t probe = *inputs[i];
+        probe.data = probe.nbytes ? (void *) 1 : NULL;
+        int rc = s_check_input (&self->g->values[self->inputs[i]], &probe, err, errlen);
+        if (rc) {
+            return rc;
+        }
+    }
+    return s_same_as_plan (self, inputs) ? ZI_OK : s_plan (self, inputs, err, errlen);
+}
+
+const zi_tensor_t *
+zi_exec_value (const zi_exec_t *self, int v)
+{
+    if (!self->planned || v < 0 || v >= self->g->n_values) {
+        return &self->unknown;
+    }
+    switch (self->kind[v]) {
+        case S_UNUSED: case S_DYNAMIC: return &self->unknown;
+        case S_OUTPUT:
+            //  An output's shape is known at plan time unless its node is
+            //  dynamic.
+            if (self->g->values[v].producer >= 0
+                && self->node_dynamic[self->g->values[v].producer]) {
+                return &self->unknown;
+            }
+            return &self->vals[v];
+        default: return &self->vals[v];
+    }
+}
+
+double
+zi_exec_node_seconds (const zi_exec_t *self, int n)
+{
+    return n >= 0 && n < self->g->n_nodes ? self->node_seconds[n] : 0.0;
+}
+
 //  -------------------------------------------------------------------------
 //  Running
 
@@ -714,7 +766,17 @@ zi_exec_run (zi_exec_t *self, const zi_tensor_t *const *inputs, zi_tensor_t **ou
             }
         }
         if (rc == ZI_OK) {
-            rc = node->op->run (&ctx);
+            if (self->opts.profile) {
+                struct timespec t0, t1;
+                clock_gettime (CLOCK_MONOTONIC, &t0);
+                rc = node->op->run (&ctx);
+                clock_gettime (CLOCK_MONOTONIC, &t1);
+                self->node_seconds[n] += (double) (t1.tv_sec - t0.tv_sec)
+                                         + (double) (t1.tv_nsec - t0.tv_nsec) * 1e-9;
+            }
+            else {
+                rc = node->op->run (&ctx);
+            }
         }
         //  Release dynamic buffers whose last reader just ran.
         for (int k = 0; k < node->n_in; k++) {

@@ -40,6 +40,7 @@ typedef struct zi_exec zi_exec_t;
 typedef struct zi_exec_opts {
     int nthreads;           //  threads kernels may use (0 = leave BLAS as is)
     bool no_fuse;           //  disable operator fusion (for testing)
+    bool profile;           //  time every node (zi_exec_node_seconds)
 } zi_exec_opts_t;
 
 //  Create an executor for nodes [first, last] (last = -1: to the end) of a
@@ -68,6 +69,21 @@ int zi_exec_run (zi_exec_t *self, const zi_tensor_t *const *inputs,
 int zi_exec_run_named (zi_exec_t *self, int n, const char *const *names,
                        const zi_tensor_t *const *inputs, zi_tensor_t **out,
                        char *err, size_t errlen);
+
+//  Plan for these input shapes without running (tensors' data may be NULL;
+//  only dtype and shape are read). Afterwards zi_exec_value gives every
+//  value's inferred dtype and shape. Returns 0 or an error naming the node.
+int zi_exec_prepare (zi_exec_t *self, const zi_tensor_t *const *inputs, char *err,
+                     size_t errlen);
+
+//  The dtype and shape of graph value `v` as planned (rank -1 when it
+//  depends on run-time values or lies outside the range); data is not valid.
+const zi_tensor_t *zi_exec_value (const zi_exec_t *self, int v);
+
+//  Per-node profiling: when opts.profile is set, zi_exec_run adds each
+//  node's wall time to a counter; this returns the accumulated seconds for
+//  node n (absolute index) and how many runs were counted.
+double zi_exec_node_seconds (const zi_exec_t *self, int n);
 
 //  Bytes of the intermediate arena planned for the last input shapes, and
 //  what the same tensors would take without reuse (for the report).
