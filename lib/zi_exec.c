@@ -22,6 +22,7 @@
 #include "zi_exec.h"
 
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,7 @@
 
 #include "zi_blas.h"
 #include "zi_ops.h"
+#include "zi_ops_nn.h"
 
 typedef enum {
     S_UNUSED = 0,
@@ -41,6 +43,14 @@ typedef enum {
 } s_kind_t;
 
 #define S_ALIGN 64
+
+enum {
+    S_FUSE_NONE = 0,
+    S_FUSE_CONV,        //  head: Conv + act
+    S_FUSE_GEMM,        //  head: Gemm + act
+    S_FUSE_MATMUL,      //  head: MatMul + bias + act
+    S_FUSE_TAIL,        //  skipped: runs inside its head
+};
 
 struct zi_exec {
     const zi_graph_t *g;
@@ -67,6 +77,18 @@ struct zi_exec {
     uint8_t *arena;
     size_t arena_cap;
     double *node_seconds;           //  per node, when profiling
+    //  Fusion (decided from the graph's structure in zi_exec_new):
+    //  a head node (Conv, Gemm, MatMul) runs with its tail (an activation,
+    //  or for MatMul an Add of a constant bias and optionally an
+    //  activation) in one pass; the tail nodes are skipped and the
+    //  intermediate values between them never exist.
+    uint8_t *fuse;                  //  per node: S_FUSE_*
+    zi_nn_act_t *fuse_act;          //  per head node
+    int *fuse_bias;                 //  per head node: bias value, or -1
+    int *fuse_out;                  //  per head node: the final output value
+    int *fuse_tail;                 //  per head node: its last tail node
+    int *fuse_head;                 //  per tail node: its head
+    bool *fuse_on;                  //  per head node: fused in this plan
     zi_tensor_t unknown;            //  what zi_exec_value returns for DYNAMIC
 };
 
@@ -107,6 +129,13 @@ zi_exec_destroy (zi_exec_t **self_p)
     free (self->offset);
     free (self->arena);
     free (self->node_seconds);
+    free (self->fuse);
+    free (self->fuse_act);
+    free (self->fuse_bias);
+    free (self->fuse_out);
+    free (self->fuse_tail);
+    free (self->fuse_head);
+    free (self->fuse_on);
     free (self);
     *self_p = NULL;
 }
@@ -120,6 +149,138 @@ s_list_has (const int *list, int n, int v)
         }
     }
     return false;
+}
+
+//  How many nodes of [first, last] read value v, and whether anything
+//  outside the range could need it (a graph output, a later segment).
+static int
+s_readers (const zi_graph_t *g, int first, int last, int v, bool *escapes)
+{
+    int count = 0;
+    *escapes = g->values[v].is_output;
+    for (int n = 0; n < g->n_nodes; n++) {
+        for (int k = 0; k < g->nodes[n].n_in; k++) {
+            if (g->nodes[n].in[k] == v) {
+                if (n >= first && n <= last) {
+                    count++;
+                }
+                else {
+                    *escapes = true;
+                }
+            }
+        }
+    }
+    return count;
+}
+
+//  The single node of the range that reads v, when it is the only reader
+//  and v is needed nowhere else; -1 otherwise.
+static int
+s_sole_reader (const zi_graph_t *g, int first, int last, int v)
+{
+    bool escapes;
+    if (v < 0 || s_readers (g, first, last, v, &escapes) != 1 || escapes) {
+        return -1;
+    }
+    for (int n = first; n <= last; n++) {
+        for (int k = 0; k < g->nodes[n].n_in; k++) {
+            if (g->nodes[n].in[k] == v) {
+                return n;
+            }
+        }
+    }
+    return -1;
+}
+
+//  An activation node that can run inside its producer's output pass.
+static bool
+s_activation (const zi_graph_t *g, const zi_node_t *node, int input, zi_nn_act_t *act)
+{
+    if (node->n_in < 1 || node->in[0] != input || node->n_out != 1) {
+        return false;
+    }
+    if (zi_nn_act_from_node (node, act) == 0) {
+        return true;
+    }
+    //  Clip (opset >= 11) takes its bounds as inputs: fusable when they are
+    //  constant float scalars.
+    if (strcmp (node->op_type, "Clip") == 0 && !*node->domain) {
+        float lo = -INFINITY, hi = INFINITY;
+        for (int k = 1; k < node->n_in && k < 3; k++) {
+            int v = node->in[k];
+            if (v < 0) {
+                continue;
+            }
+            const zi_tensor_t *t = g->values[v].init;
+            if (!t || t->dtype != ZI_DT_F32 || zi_tensor_count (t) != 1) {
+                return false;
+            }
+            *(k == 1 ? &lo : &hi) = *(const float *) t->data;
+        }
+        act->kind = ZI_NN_ACT_CLIP;
+        act->alpha = lo;
+        act->beta = hi;
+        return true;
+    }
+    return false;
+}
+
+static void
+s_find_fusions (zi_exec_t *self)
+{
+    const zi_graph_t *g = self->g;
+    for (int n = self->first; n <= self->last; n++) {
+        const zi_node_t *head = &g->nodes[n];
+        if (self->fuse[n] != S_FUSE_NONE || *head->domain || head->n_out != 1
+            || head->out[0] < 0) {
+            continue;
+        }
+        int kind = strcmp (head->op_type, "Conv") == 0     ? S_FUSE_CONV
+                   : strcmp (head->op_type, "Gemm") == 0   ? S_FUSE_GEMM
+                   : strcmp (head->op_type, "MatMul") == 0 ? S_FUSE_MATMUL
+                                                            : S_FUSE_NONE;
+        if (kind == S_FUSE_NONE) {
+            continue;
+        }
+        int v = head->out[0];
+        int bias = -1, tail = -1;
+        zi_nn_act_t act = {ZI_NN_ACT_NONE, 0, 0};
+        int next = s_sole_reader (g, self->first, self->last, v);
+        if (kind == S_FUSE_MATMUL && next >= 0 && strcmp (g->nodes[next].op_type, "Add") == 0
+            && !*g->nodes[next].domain && g->nodes[next].n_in == 2
+            && g->nodes[next].n_out == 1) {
+            //  Add (bias, x) or Add (x, bias): PyTorch emits both orders.
+            const zi_node_t *add = &g->nodes[next];
+            int other = add->in[0] == v ? add->in[1] : add->in[0];
+            if (other >= 0 && other != v && g->values[other].init
+                && g->values[other].init->dtype == ZI_DT_F32) {
+                bias = other;
+                tail = next;
+                v = add->out[0];
+                next = s_sole_reader (g, self->first, self->last, v);
+            }
+        }
+        if (next >= 0 && s_activation (g, &g->nodes[next], v, &act)) {
+            tail = next;
+            v = g->nodes[next].out[0];
+        }
+        if (tail < 0 || v < 0) {
+            continue;
+        }
+        self->fuse[n] = (uint8_t) kind;
+        self->fuse_act[n] = act;
+        self->fuse_bias[n] = bias;
+        self->fuse_out[n] = v;
+        self->fuse_tail[n] = tail;
+        //  The tail: the Add (when a bias was taken) and the activation.
+        if (bias >= 0) {
+            int add = s_sole_reader (g, self->first, self->last, head->out[0]);
+            self->fuse[add] = S_FUSE_TAIL;
+            self->fuse_head[add] = n;
+        }
+        self->fuse[tail] = S_FUSE_TAIL;
+        self->fuse_head[tail] = n;
+    }
 }
 
 zi_exec_t *
@@ -174,11 +335,20 @@ zi_exec_new (const zi_graph_t *g, int first, int last,
     self->offset = (size_t *) calloc (nv, sizeof (size_t));
     self->plan_in = (zi_tensor_t *) calloc (nv, sizeof (zi_tensor_t));
     self->node_seconds = (double *) calloc (nn, sizeof (double));
+    self->fuse = (uint8_t *) calloc (nn, 1);
+    self->fuse_act = (zi_nn_act_t *) calloc (nn, sizeof (zi_nn_act_t));
+    self->fuse_bias = (int *) calloc (nn, sizeof (int));
+    self->fuse_out = (int *) calloc (nn, sizeof (int));
+    self->fuse_tail = (int *) calloc (nn, sizeof (int));
+    self->fuse_head = (int *) calloc (nn, sizeof (int));
+    self->fuse_on = (bool *) calloc (nn, sizeof (bool));
     self->unknown.rank = -1;
     if (!self->inputs || !self->outputs || !self->is_output || !self->produced
         || !self->last_use || !self->kind || !self->vals || !self->folded
         || !self->node_folded || !self->node_dynamic || !self->offset
-        || !self->plan_in || !self->node_seconds) {
+        || !self->plan_in || !self->node_seconds || !self->fuse || !self->fuse_act
+        || !self->fuse_bias || !self->fuse_out || !self->fuse_tail || !self->fuse_head
+        || !self->fuse_on) {
         zi_exec_destroy (&self);
         zi_fail (err, errlen, ZI_ERR_NOMEM, "out of memory");
         return NULL;
@@ -252,6 +422,9 @@ zi_exec_new (const zi_graph_t *g, int first, int last,
     }
     for (int i = 0; i < self->n_outputs; i++) {
         self->is_output[self->outputs[i]] = true;
+    }
+    if (!self->opts.no_fuse && self->last >= self->first) {
+        s_find_fusions (self);
     }
     if (self->opts.nthreads > 0) {
         zi_blas_set_threads (self->opts.nthreads);
@@ -485,9 +658,15 @@ s_plan (zi_exec_t *self, const zi_tensor_t *const *inputs, char *err, size_t err
     }
     int rc = ZI_OK;
     for (int n = self->first; n <= self->last; n++) {
+        self->fuse_on[n] = false;
+    }
+    for (int n = self->first; n <= self->last; n++) {
         const zi_node_t *node = &g->nodes[n];
         self->node_folded[n] = false;
         self->node_dynamic[n] = false;
+        if (self->fuse[n] == S_FUSE_TAIL && self->fuse_on[self->fuse_head[n]]) {
+            continue;       //  runs inside its head
+        }
         if (node->n_in > 64 || node->n_out > 64) {
             rc = zi_fail (err, errlen, ZI_ERR_LIMIT, "node '%s' (%s): more than 64 "
                           "inputs or outputs", node->name, node->op_type);
@@ -532,6 +711,24 @@ s_plan (zi_exec_t *self, const zi_tensor_t *const *inputs, char *err, size_t err
         }
         if (rc) {
             goto out;
+        }
+        if (self->fuse[n] != S_FUSE_NONE && self->fuse[n] != S_FUSE_TAIL && !all_valued) {
+            //  Fuse when the shapes allow it: the head's output shape is the
+            //  final value's (an activation keeps the shape; a bias must
+            //  broadcast along rows only).
+            int fv = self->fuse_out[n], bias = self->fuse_bias[n];
+            bool ok = bias < 0 || zi_nn_matmul_bias_fusable (out[0]->rank, out[0]->ne,
+                                                             g->values[bias].init);
+            ok = ok && out[0]->dtype == ZI_DT_F32;
+            if (ok) {
+                self->vals[fv] = *out[0];
+                self->vals[fv].data = NULL;
+                self->vals[fv].owns_data = false;
+                self->kind[fv] = self->is_output[fv] ? S_OUTPUT : S_ARENA;
+                self->kind[node->out[0]] = S_UNUSED;
+                self->fuse_on[n] = true;
+                continue;
+            }
         }
         if (all_valued || s_is_shape_only_op (node)) {
             //  Constant folding: run it now, keep the result as a constant.
@@ -581,6 +778,10 @@ s_plan (zi_exec_t *self, const zi_tensor_t *const *inputs, char *err, size_t err
                 continue;
             }
             int start = g->values[v].producer;
+            if (start >= 0 && self->fuse[start] == S_FUSE_TAIL
+                && self->fuse_on[self->fuse_head[start]]) {
+                start = self->fuse_head[start];     //  written by the head
+            }
             int end = self->last_use[v] > start ? self->last_use[v] : start;
             blocks[nb++] = (s_block_t){v, self->vals[v].nbytes, start, end};
             self->naive_size += s_align (self->vals[v].nbytes ? self->vals[v].nbytes : 1);
@@ -673,6 +874,16 @@ zi_exec_value (const zi_exec_t *self, int v)
     }
 }
 
+int
+zi_exec_n_fused (const zi_exec_t *self)
+{
+    int count = 0;
+    for (int n = self->first; n <= self->last; n++) {
+        count += self->fuse[n] == S_FUSE_TAIL && self->fuse_on[self->fuse_head[n]];
+    }
+    return count;
+}
+
 double
 zi_exec_node_seconds (const zi_exec_t *self, int n)
 {
@@ -688,6 +899,21 @@ static void *
 s_alloc_data (size_t nbytes)
 {
     return malloc (nbytes ? nbytes : 1);
+}
+
+static int
+s_run_fused (zi_exec_t *self, int n, zi_kctx_t *ctx)
+{
+    zi_nn_act_t act = self->fuse_act[n];
+    switch (self->fuse[n]) {
+        case S_FUSE_CONV: return zi_nn_conv_act (ctx, act);
+        case S_FUSE_GEMM: return zi_nn_gemm_act (ctx, act);
+        case S_FUSE_MATMUL: {
+            int b = self->fuse_bias[n];
+            return zi_nn_matmul_bias_act (ctx, b >= 0 ? self->g->values[b].init : NULL, act);
+        }
+        default: return zi_op_fail (ctx, ZI_ERR_INVALID, "not a fused node");
+    }
 }
 
 int
@@ -726,10 +952,15 @@ zi_exec_run (zi_exec_t *self, const zi_tensor_t *const *inputs, zi_tensor_t **ou
     int rc = ZI_OK;
     for (int n = self->first; n <= self->last && rc == ZI_OK; n++) {
         const zi_node_t *node = &g->nodes[n];
-        if (self->node_folded[n]) {
+        if (self->node_folded[n]
+            || (self->fuse[n] == S_FUSE_TAIL && self->fuse_on[self->fuse_head[n]])) {
             continue;
         }
         s_bind (self, node, in, out);
+        bool fused = self->fuse_on[n];
+        if (fused) {
+            out[0] = &self->vals[self->fuse_out[n]];
+        }
         zi_kctx_t ctx = {node, node->n_in, in, node->n_out, out, self->opts.nthreads,
                          err, errlen};
         size_t planned[64];
@@ -748,7 +979,7 @@ zi_exec_run (zi_exec_t *self, const zi_tensor_t *const *inputs, zi_tensor_t **ou
             if (!out[k]) {
                 continue;
             }
-            int v = node->out[k];
+            int v = fused ? self->fuse_out[n] : node->out[k];
             if (self->kind[v] == S_ARENA && out[k]->nbytes == planned[k]) {
                 out[k]->data = self->arena + self->offset[v];
                 out[k]->owns_data = false;
@@ -766,16 +997,15 @@ zi_exec_run (zi_exec_t *self, const zi_tensor_t *const *inputs, zi_tensor_t **ou
             }
         }
         if (rc == ZI_OK) {
+            struct timespec t0, t1;
             if (self->opts.profile) {
-                struct timespec t0, t1;
                 clock_gettime (CLOCK_MONOTONIC, &t0);
-                rc = node->op->run (&ctx);
+            }
+            rc = fused ? s_run_fused (self, n, &ctx) : node->op->run (&ctx);
+            if (self->opts.profile) {
                 clock_gettime (CLOCK_MONOTONIC, &t1);
                 self->node_seconds[n] += (double) (t1.tv_sec - t0.tv_sec)
                                          + (double) (t1.tv_nsec - t0.tv_nsec) * 1e-9;
-            }
-            else {
-                rc = node->op->run (&ctx);
             }
         }
         //  Release dynamic buffers whose last reader just ran.

@@ -17,6 +17,7 @@ static const s_command_t s_commands[] = {
     {"run", zi_cmd_run, "run a model (or one segment of it) in this process on .npy inputs"},
     {"info", zi_cmd_info, "list a model's inputs, outputs and nodes in topological order"},
     {"eval", zi_cmd_eval, "accuracy and speed of a classifier on an IDX data set, in this process"},
+    {"bench", zi_cmd_bench, "measure the single-process engine (--model): samples/s, latency"},
     {"conformance", zi_cmd_conformance, "run ONNX backend test directories and report pass/fail"},
     {NULL, NULL, NULL},
 };

@@ -1,0 +1,305 @@
+/*  test_exec.c - the executor on the models in the repo: results against the
+    saved torch outputs, segments bit-identical to the whole graph for many
+    cuts, fusion on/off agreement, memory plan reuse, bad inputs.
+    // ctest-timeout: 300
+*/
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "zi_exec.h"
+#include "zi_onnx.h"
+
+//  Models shipped in the repo, each with test_data_set_0/input_0.pb and
+//  output_0.pb saved by torch when it was exported.
+static const char *s_models[] = {
+    "examples/fashion-mnist",
+    "tests/models/small_mlp",
+    "tests/models/resnet_tiny",
+    "tests/models/transformer_block",
+    "tests/models/mlp",
+};
+#define S_NMODELS (sizeof s_models / sizeof s_models[0])
+
+static zi_graph_t *
+s_load (const char *dir)
+{
+    char path[1024], err[1024];
+    snprintf (path, sizeof path, "%s/%s/model.onnx", ZI_SOURCE_DIR, dir);
+    zi_graph_t *g = zi_onnx_load (path, err, sizeof err);
+    cr_assert_not_null (g, "%s: %s", path, err);
+    return g;
+}
+
+static zi_tensor_t *
+s_load_pb (const char *dir, int set, const char *file)
+{
+    char path[1024], err[1024];
+    snprintf (path, sizeof path, "%s/%s/test_data_set_%d/%s", ZI_SOURCE_DIR, dir, set, file);
+    zi_tensor_t *t = zi_onnx_load_tensor (path, NULL, err, sizeof err);
+    cr_assert_not_null (t, "%s: %s", path, err);
+    return t;
+}
+
+//  Run nodes [first, last] with the values computed so far (a small name ->
+//  tensor table), adding the segment's outputs to the table.
+typedef struct {
+    int n;
+    const char *names[256];
+    zi_tensor_t *tensors[256];
+} s_env_t;
+
+static void
+s_env_clear (s_env_t *env)
+{
+    for (int i = 0; i < env->n; i++) {
+        zi_tensor_destroy (&env->tensors[i]);
+    }
+    env->n = 0;
+}
+
+static const zi_tensor_t *
+s_env_get (s_env_t *env, const char *name)
+{
+    for (int i = 0; i < env->n; i++) {
+        if (strcmp (env->names[i], name) == 0) {
+            return env->tensors[i];
+        }
+    }
+    return NULL;
+}
+
+static void
+s_run_segment (const zi_graph_t *g, int first, int last, s_env_t *env, bool no_fuse)
+{
+    char err[1024];
+    zi_exec_opts_t opts = {.no_fuse = no_fuse};
+    zi_exec_t *ex = zi_exec_new (g, first, last, &opts, err, sizeof err);
+    cr_assert_not_null (ex, "segment %d:%d: %s", first, last, err);
+    const zi_tensor_t *in[64];
+    zi_tensor_t *out[64];
+    cr_assert_leq (zi_exec_n_inputs (ex), 64);
+    for (int i = 0; i < zi_exec_n_inputs (ex); i++) {
+        in[i] = s_env_get (env, zi_exec_input (ex, i)->name);
+        cr_assert_not_null (in[i], "segment %d:%d needs '%s' which no earlier segment made",
+                            first, last, zi_exec_input (ex, i)->name);
+    }
+    cr_assert_eq (zi_exec_run (ex, in, out, err, sizeof err), 0, "segment %d:%d: %s", first,
+                  last, err);
+    for (int i = 0; i < zi_exec_n_outputs (ex); i++) {
+        cr_assert_lt (env->n, 256);
+        env->names[env->n] = zi_exec_output (ex, i)->name;
+        env->tensors[env->n++] = out[i];
+    }
+    zi_exec_destroy (&ex);
+}
+
+static void
+s_assert_close (const zi_tensor_t *got, const zi_tensor_t *want, double rtol, double atol,
+                const char *what)
+{
+    cr_assert (zi_tensor_same_shape (got, want), "%s: shape/dtype differ", what);
+    cr_assert_eq (got->dtype, ZI_DT_F32);
+    const float *a = (const float *) got->data, *b = (const float *) want->data;
+    for (int64_t i = 0; i < zi_tensor_count (got); i++) {
+        cr_assert (fabs ((double) a[i] - b[i]) <= atol + rtol * fabs ((double) b[i]),
+                   "%s: element %lld: got %.9g, want %.9g", what, (long long) i, a[i], b[i]);
+    }
+}
+
+Test (exec, whole_models_match_torch_reference_outputs)
+{
+    //  Tolerance: float32 kernels with different summation orders than
+    //  torch's; the saved outputs are torch's own float32 results.
+    for (size_t m = 0; m < S_NMODELS; m++) {
+        zi_graph_t *g = s_load (s_models[m]);
+        for (int set = 0; set < 2; set++) {
+            char probe[1024];
+            snprintf (probe, sizeof probe, "%s/%s/test_data_set_%d", ZI_SOURCE_DIR,
+                      s_models[m], set);
+            FILE *f = fopen (probe, "r");
+            if (!f) {
+                continue;
+            }
+            fclose (f);
+            s_env_t env = {0};
+            env.names[0] = g->values[g->inputs[0]].name;
+            env.tensors[0] = s_load_pb (s_models[m], set, "input_0.pb");
+            env.n = 1;
+            s_run_segment (g, 0, -1, &env, false);
+            zi_tensor_t *want = s_load_pb (s_models[m], set, "output_0.pb");
+            const zi_tensor_t *got = s_env_get (&env, g->values[g->outputs[0]].name);
+            cr_assert_not_null (got);
+            char what[256];
+            snprintf (what, sizeof what, "%s set %d", s_models[m], set);
+            s_assert_close (got, want, 1e-4, 1e-5, what);
+            zi_tensor_destroy (&want);
+            s_env_clear (&env);
+        }
+        zi_graph_destroy (&g);
+    }
+}
+
+//  Run the graph cut at `cuts` (last node of each segment but the final one)
+//  and compare every graph output with the whole-graph run, byte for byte.
+static void
+s_check_cut (const zi_graph_t *g, const char *model, const zi_tensor_t *x, const int *cuts,
+             int ncuts, const s_env_t *whole)
+{
+    s_env_t env = {0};
+    env.names[0] = g->values[g->inputs[0]].name;
+    env.tensors[0] = zi_tensor_dup (x);
+    env.n = 1;
+    int first = 0;
+    for (int c = 0; c <= ncuts; c++) {
+        int last = c < ncuts ? cuts[c] : g->n_nodes - 1;
+        s_run_segment (g, first, last, &env, false);
+        first = last + 1;
+    }
+    for (int o = 0; o < g->n_outputs; o++) {
+        const char *name = g->values[g->outputs[o]].name;
+        const zi_tensor_t *a = s_env_get (&env, name);
+        const zi_tensor_t *b = s_env_get ((s_env_t *) whole, name);
+        cr_assert (a && b && zi_tensor_same_shape (a, b), "%s: output '%s' missing/shape",
+                   model, name);
+        cr_assert_eq (memcmp (a->data, b->data, a->nbytes), 0,
+                      "%s: output '%s' differs from the whole graph with %d cuts (first "
+                      "cut after node %d)", model, name, ncuts, cuts[0]);
+    }
+    s_env_clear (&env);
+}
+
+Test (exec, segments_are_bit_identical_to_the_whole_graph)
+{
+    for (size_t m = 0; m < S_NMODELS; m++) {
+        zi_graph_t *g = s_load (s_models[m]);
+        zi_tensor_t *x = s_load_pb (s_models[m], 0, "input_0.pb");
+        s_env_t whole = {0};
+        whole.names[0] = g->values[g->inputs[0]].name;
+        whole.tensors[0] = zi_tensor_dup (x);
+        whole.n = 1;
+        s_run_segment (g, 0, -1, &whole, false);
+        //  every single cut point, then a few 2- and 3-cut splits
+        for (int c = 0; c + 1 < g->n_nodes; c++) {
+            s_check_cut (g, s_models[m], x, &c, 1, &whole);
+        }
+        for (int a = 0; a + 2 < g->n_nodes; a += 1 + g->n_nodes / 7) {
+            for (int b = a + 1; b + 1 < g->n_nodes; b += 1 + g->n_nodes / 5) {
+                int cuts2[2] = {a, b};
+                s_check_cut (g, s_models[m], x, cuts2, 2, &whole);
+                if (b + 2 < g->n_nodes) {
+                    int cuts3[3] = {a, b, b + 1};
+                    s_check_cut (g, s_models[m], x, cuts3, 3, &whole);
+                }
+            }
+        }
+        s_env_clear (&whole);
+        zi_tensor_destroy (&x);
+        zi_graph_destroy (&g);
+    }
+}
+
+Test (exec, fusion_changes_nothing)
+{
+    for (size_t m = 0; m < S_NMODELS; m++) {
+        zi_graph_t *g = s_load (s_models[m]);
+        zi_tensor_t *x = s_load_pb (s_models[m], 0, "input_0.pb");
+        s_env_t fused = {0}, plain = {0};
+        fused.names[0] = plain.names[0] = g->values[g->inputs[0]].name;
+        fused.tensors[0] = zi_tensor_dup (x);
+        plain.tensors[0] = zi_tensor_dup (x);
+        fused.n = plain.n = 1;
+        s_run_segment (g, 0, -1, &fused, false);
+        s_run_segment (g, 0, -1, &plain, true);
+        {
+            //  every model here but resnet_tiny (Conv -> BatchNorm -> Relu)
+            //  has a Conv/Gemm/MatMul followed by an activation or a bias
+            //  Add, so something must have been fused
+            char err[256];
+            zi_exec_t *ex = zi_exec_new (g, 0, -1, NULL, err, sizeof err);
+            const zi_tensor_t *in[1] = {x};
+            zi_tensor_t *y[4] = {0};
+            cr_assert_eq (zi_exec_run (ex, in, y, err, sizeof err), 0);
+            if (!strstr (s_models[m], "resnet_tiny")) {
+                cr_assert_gt (zi_exec_n_fused (ex), 0, "%s: nothing fused", s_models[m]);
+            }
+            for (int k = 0; k < zi_exec_n_outputs (ex); k++) {
+                zi_tensor_destroy (&y[k]);
+            }
+            zi_exec_destroy (&ex);
+        }
+        const char *name = g->values[g->outputs[0]].name;
+        const zi_tensor_t *a = s_env_get (&fused, name), *b = s_env_get (&plain, name);
+        cr_assert_eq (memcmp (a->data, b->data, a->nbytes), 0, "%s: fused differs",
+                      s_models[m]);
+        s_env_clear (&fused);
+        s_env_clear (&plain);
+        zi_tensor_destroy (&x);
+        zi_graph_destroy (&g);
+    }
+}
+
+Test (exec, memory_plan_reuses_buffers_and_replans_per_batch)
+{
+    zi_graph_t *g = s_load ("tests/models/resnet_tiny");
+    char err[512];
+    zi_exec_t *ex = zi_exec_new (g, 0, -1, NULL, err, sizeof err);
+    cr_assert_not_null (ex, "%s", err);
+    for (int64_t batch = 1; batch <= 4; batch *= 2) {
+        zi_tensor_t *x = zi_tensor_new (ZI_DT_F32, 4, (int64_t[]){batch, 3, 16, 16});
+        zi_tensor_t *y = NULL;
+        const zi_tensor_t *in[1] = {x};
+        cr_assert_eq (zi_exec_run (ex, in, &y, err, sizeof err), 0, "%s", err);
+        cr_assert_eq (y->ne[0], batch);
+        //  intermediates share memory: the arena is smaller than their sum
+        cr_assert_gt (zi_exec_peak_bytes (ex), 0);
+        cr_assert_lt (zi_exec_peak_bytes (ex), zi_exec_naive_bytes (ex),
+                      "peak %zu, naive %zu", zi_exec_peak_bytes (ex), zi_exec_naive_bytes (ex));
+        zi_tensor_destroy (&y);
+        zi_tensor_destroy (&x);
+    }
+    zi_exec_destroy (&ex);
+    zi_graph_destroy (&g);
+}
+
+Test (exec, wrong_inputs_get_clear_errors)
+{
+    zi_graph_t *g = s_load ("examples/fashion-mnist");
+    char err[512];
+    zi_exec_t *ex = zi_exec_new (g, 0, -1, NULL, err, sizeof err);
+    cr_assert_not_null (ex);
+    zi_tensor_t *y = NULL;
+    //  wrong shape
+    zi_tensor_t *x = zi_tensor_new (ZI_DT_F32, 4, (int64_t[]){2, 1, 27, 28});
+    const zi_tensor_t *in[1] = {x};
+    cr_assert_eq (zi_exec_run (ex, in, &y, err, sizeof err), ZI_ERR_SHAPE);
+    cr_assert (strstr (err, "input 'input': shape [2,1,27,28], the model expects [?,1,28,28]"),
+               "%s", err);
+    zi_tensor_destroy (&x);
+    //  wrong dtype
+    x = zi_tensor_new (ZI_DT_U8, 4, (int64_t[]){2, 1, 28, 28});
+    in[0] = x;
+    cr_assert_eq (zi_exec_run (ex, in, &y, err, sizeof err), ZI_ERR_SHAPE);
+    cr_assert (strstr (err, "dtype uint8, the model expects float32"), "%s", err);
+    zi_tensor_destroy (&x);
+    //  wrong name
+    x = zi_tensor_new (ZI_DT_F32, 4, (int64_t[]){2, 1, 28, 28});
+    const char *names[1] = {"image"};
+    in[0] = x;
+    cr_assert_eq (zi_exec_run_named (ex, 1, names, in, &y, err, sizeof err), ZI_ERR_NOTFOUND);
+    cr_assert (strstr (err, "'image' is not an input"), "%s", err);
+    //  and it still runs correctly afterwards
+    names[0] = "input";
+    cr_assert_eq (zi_exec_run_named (ex, 1, names, in, &y, err, sizeof err), 0, "%s", err);
+    cr_assert_eq (y->ne[1], 10);
+    zi_tensor_destroy (&y);
+    zi_tensor_destroy (&x);
+    //  bad ranges
+    cr_assert_null (zi_exec_new (g, 3, 1, NULL, err, sizeof err));
+    cr_assert (strstr (err, "not a node range"), "%s", err);
+    cr_assert_null (zi_exec_new (g, 0, g->n_nodes, NULL, err, sizeof err));
+    zi_exec_destroy (&ex);
+    zi_graph_destroy (&g);
+}
