@@ -102,10 +102,17 @@ zi_op_fail (zi_kctx_t *ctx, int code, const char *fmt, ...)
 int
 zi_op_read_ints (const zi_tensor_t *t, int64_t *out, int cap, int *n)
 {
-    if (!t || !t->data) {
+    if (!t) {
         return ZI_OP_NEEDS_VALUE;
     }
     int64_t count = zi_tensor_count (t);
+    if (count == 0) {
+        *n = 0;         //  an empty tensor's value is known without data
+        return ZI_OK;
+    }
+    if (!t->data) {
+        return ZI_OP_NEEDS_VALUE;
+    }
     if (count > cap) {
         return ZI_ERR_LIMIT;
     }

@@ -238,7 +238,8 @@ zi_tensor_is_contiguous (const zi_tensor_t *self)
         if (self->ne[i] != 1 && self->nb[i] != stride) {
             return false;
         }
-        stride *= self->ne[i];
+        //  same rule as zi_tensor_set_shape: a 0 dim does not shrink strides
+        stride *= self->ne[i] ? self->ne[i] : 1;
     }
     return true;
 }
