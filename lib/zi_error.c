@@ -19,6 +19,7 @@ zi_strerror (int code)
         case ZI_ERR_VERSION: return "version mismatch";
         case ZI_ERR_LIMIT: return "limit exceeded";
         case ZI_ERR_NOTFOUND: return "not found";
+        case ZI_ERR_TIMEOUT: return "timed out";
         default: return "unknown error";
     }
 }

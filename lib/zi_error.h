@@ -26,6 +26,7 @@ typedef enum {
     ZI_ERR_VERSION = -8,     //  protocol / file version mismatch
     ZI_ERR_LIMIT = -9,       //  a configured limit (rank, size, count) exceeded
     ZI_ERR_NOTFOUND = -10,   //  a named thing (tensor, file, key) is absent
+    ZI_ERR_TIMEOUT = -11,    //  no answer within the time allowed
 } zi_err_t;
 
 //  Return a static, human-readable name for an error code.
