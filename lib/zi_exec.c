@@ -200,7 +200,13 @@ s_activation (const zi_graph_t *g, const zi_node_t *node, int input, zi_nn_act_t
         return false;
     }
     if (zi_nn_act_from_node (node, act) == 0) {
-        return true;
+        //  Only activations whose fused form is bit-identical to the
+        //  element-wise kernel's: a cut between the producer and the
+        //  activation must not change a single bit (segments run unfused
+        //  there). Sigmoid / Tanh / Gelu use different exp / erf code in
+        //  the two families, so they run as their own node.
+        return act->kind == ZI_NN_ACT_RELU || act->kind == ZI_NN_ACT_LEAKY_RELU
+               || act->kind == ZI_NN_ACT_CLIP;
     }
     //  Clip (opset >= 11) takes its bounds as inputs: fusable when they are
     //  constant float scalars.
