@@ -14,6 +14,7 @@ typedef struct {
 } s_command_t;
 
 static const s_command_t s_commands[] = {
+    {"plan", zi_cmd_plan, "cut a model into segments for its replicas and write the plan file"},
     {"run", zi_cmd_run, "run a model (or one segment of it) in this process on .npy inputs"},
     {"info", zi_cmd_info, "list a model's inputs, outputs and nodes in topological order"},
     {"eval", zi_cmd_eval, "accuracy and speed of a classifier on an IDX data set, in this process"},

@@ -12,5 +12,6 @@ int zi_cmd_run (int argc, char **argv);
 int zi_cmd_info (int argc, char **argv);
 int zi_cmd_eval (int argc, char **argv);
 int zi_cmd_bench (int argc, char **argv);
+int zi_cmd_plan (int argc, char **argv);
 
 #endif
