@@ -18,6 +18,7 @@
     as a table with their cost shares.
 */
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -310,6 +311,45 @@ s_parse_op (const char *text, bool post, zi_plan_op_t *op, char *err, size_t err
     return ZI_OK;
 }
 
+//  The model path as the plan must hold it: relative to the plan file's
+//  directory (so the same plan works on every host that lays files out
+//  alike), or absolute when no relative path can be formed.
+static char *
+s_model_path_for_plan (const char *model, const char *plan_path)
+{
+    char model_abs[PATH_MAX], dir_abs[PATH_MAX], dir[PATH_MAX];
+    if (!plan_path || !realpath (model, model_abs)) {
+        return strdup (model);
+    }
+    snprintf (dir, sizeof dir, "%s", plan_path);
+    char *slash = strrchr (dir, '/');
+    if (slash) {
+        *slash = 0;
+    }
+    if (!realpath (slash ? (dir[0] ? dir : "/") : ".", dir_abs)) {
+        return strdup (model_abs);
+    }
+    //  common leading directories, then one ".." per remaining one
+    size_t common = 0;
+    for (size_t i = 0; model_abs[i] && model_abs[i] == dir_abs[i]; i++) {
+        if (model_abs[i] == '/') {
+            common = i;
+        }
+    }
+    if (strncmp (model_abs, dir_abs, strlen (dir_abs)) == 0 && model_abs[strlen (dir_abs)] == '/') {
+        return strdup (model_abs + strlen (dir_abs) + 1);
+    }
+    char rel[PATH_MAX] = "";
+    size_t pos = 0;
+    for (const char *p = dir_abs + common; *p; p++) {
+        if (*p == '/' && pos + 4 < sizeof rel) {
+            pos += (size_t) snprintf (rel + pos, sizeof rel - pos, "../");
+        }
+    }
+    snprintf (rel + pos, sizeof rel - pos, "%s", model_abs + common + 1);
+    return strdup (rel);
+}
+
 static double
 s_now (void)
 {
@@ -580,7 +620,7 @@ zi_cmd_plan (int argc, char **argv)
         fprintf (stderr, "zinfer plan: out of memory\n");
         goto done;
     }
-    plan->model.path = strdup (model);
+    plan->model.path = s_model_path_for_plan (model, out_path);
     plan->model.node_count = g->n_nodes;
     for (int i = 0; i < g->n_inputs; i++) {
         zi_plan_tensor_t *t = ZI_PLAN_PUSH (plan->model.inputs, plan->model.n_inputs);

@@ -4,7 +4,8 @@
                    [--segment FIRST:LAST] [--out DIR] [--threads N]
 
     Inputs and outputs are numpy .npy files, so any user can prepare inputs
-    and check outputs with numpy. Each output is written as DIR/<name>.npy,
+    and check outputs with numpy (an input may also be an ONNX TensorProto
+    .pb file, the backend tests' format). Each output is written as DIR/<name>.npy,
     with characters other than [A-Za-z0-9._-] in the name replaced by '_'
     (PyTorch names tensors like "/conv1/Conv_output_0").
 
@@ -204,7 +205,14 @@ zi_cmd_run (int argc, char **argv)
         goto done;
     }
     for (int i = 0; i < n_in; i++) {
-        if (zi_npy_read (in_files[i], &inputs[i], err, sizeof err)) {
+        //  .pb: a serialized ONNX TensorProto (the backend tests' format);
+        //  anything else is read as .npy.
+        size_t len = strlen (in_files[i]);
+        bool pb = len > 3 && strcmp (in_files[i] + len - 3, ".pb") == 0;
+        if (pb) {
+            inputs[i] = zi_onnx_load_tensor (in_files[i], NULL, err, sizeof err);
+        }
+        if (pb ? !inputs[i] : zi_npy_read (in_files[i], &inputs[i], err, sizeof err) != 0) {
             fprintf (stderr, "zinfer run: input '%s': %s\n", in_names[i], err);
             goto done;
         }
@@ -243,6 +251,7 @@ zi_cmd_run (int argc, char **argv)
             }
         }
     }
+    fflush (stdout);
     fprintf (stderr, "zinfer run: %d nodes, %.3f ms per run (%d runs, BLAS core %s), "
              "activation arena %zu bytes (%zu without reuse)\n",
              (last < 0 ? g->n_nodes - 1 : last) - first + 1, ms, repeat,
