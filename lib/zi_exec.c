@@ -625,6 +625,26 @@ s_bind (zi_exec_t *self, const zi_node_t *node, const zi_tensor_t **in,
     }
 }
 
+//  Refuse outputs larger than the limit before anything is allocated.
+static int
+s_check_sizes (const zi_exec_t *self, const zi_node_t *node, zi_tensor_t *const *out,
+               char *err, size_t errlen)
+{
+    size_t limit = self->opts.max_tensor_bytes ? self->opts.max_tensor_bytes
+                                               : ZI_EXEC_DEFAULT_MAX_TENSOR_BYTES;
+    for (int k = 0; k < node->n_out; k++) {
+        if (out[k] && out[k]->nbytes > limit) {
+            char shape[96];
+            return zi_fail (err, errlen, ZI_ERR_LIMIT, "node '%s' (%s): output %d would be "
+                            "%s%s, %zu bytes, over the %zu-byte limit", node->name,
+                            node->op_type, k, zi_dtype_name (out[k]->dtype),
+                            zi_tensor_shape_str (out[k], shape, sizeof shape), out[k]->nbytes,
+                            limit);
+        }
+    }
+    return ZI_OK;
+}
+
 static bool
 s_is_shape_only_op (const zi_node_t *node)
 {
@@ -714,6 +734,9 @@ s_plan (zi_exec_t *self, const zi_tensor_t *const *inputs, char *err, size_t err
             }
             rc = ZI_OK;
             continue;
+        }
+        if (rc == ZI_OK) {
+            rc = s_check_sizes (self, node, out, err, errlen);
         }
         if (rc) {
             goto out;
@@ -977,6 +1000,9 @@ zi_exec_run (zi_exec_t *self, const zi_tensor_t *const *inputs, zi_tensor_t **ou
         if (rc == ZI_OP_NEEDS_VALUE) {
             rc = zi_fail (err, errlen, ZI_ERR_INVALID, "node '%s' (%s): an input "
                           "value is missing at run time", node->name, node->op_type);
+        }
+        if (rc == ZI_OK) {
+            rc = s_check_sizes (self, node, out, err, errlen);
         }
         if (rc) {
             break;

@@ -37,10 +37,17 @@ extern "C" {
 
 typedef struct zi_exec zi_exec_t;
 
+//  A model file can make a kernel size an enormous output from small inputs
+//  (pads of 2^31, a Range of 2^40 elements): the executor refuses tensors
+//  above this many bytes unless the caller sets its own limit.
+#define ZI_EXEC_DEFAULT_MAX_TENSOR_BYTES ((size_t) 4 << 30)
+
 typedef struct zi_exec_opts {
     int nthreads;           //  threads kernels may use (0 = leave BLAS as is)
     bool no_fuse;           //  disable operator fusion (for testing)
     bool profile;           //  time every node (zi_exec_node_seconds)
+    size_t max_tensor_bytes;    //  refuse any tensor larger than this
+                                //  (0: ZI_EXEC_DEFAULT_MAX_TENSOR_BYTES)
 } zi_exec_opts_t;
 
 //  Create an executor for nodes [first, last] (last = -1: to the end) of a

@@ -11,6 +11,7 @@
 
 #include "zi_exec.h"
 #include "zi_onnx.h"
+#include "zi_ops.h"
 
 //  Models shipped in the repo, each with test_data_set_0/input_0.pb and
 //  output_0.pb saved by torch when it was exported.
@@ -300,6 +301,35 @@ Test (exec, wrong_inputs_get_clear_errors)
     cr_assert_null (zi_exec_new (g, 3, 1, NULL, err, sizeof err));
     cr_assert (strstr (err, "not a node range"), "%s", err);
     cr_assert_null (zi_exec_new (g, 0, g->n_nodes, NULL, err, sizeof err));
+    zi_exec_destroy (&ex);
+    zi_graph_destroy (&g);
+}
+
+Test (exec, huge_outputs_from_small_inputs_are_refused)
+{
+    //  ConstantOfShape of a constant [2^16, 2^15] would be 8 GiB of floats:
+    //  the executor must refuse it by name before allocating.
+    zi_graph_t *g = zi_graph_new ();
+    int shape = zi_graph_add_value (g, "shape");
+    int y = zi_graph_add_value (g, "y");
+    g->values[shape].init = zi_tensor_new (ZI_DT_I64, 1, (int64_t[]){2});
+    ((int64_t *) g->values[shape].init->data)[0] = INT64_C (1) << 16;
+    ((int64_t *) g->values[shape].init->data)[1] = INT64_C (1) << 15;
+    int n = zi_graph_add_node (g, "ConstantOfShape", "", "big", 1, &shape, 1, &y);
+    cr_assert_geq (n, 0);
+    g->nodes[n].op = zi_op_find ("ConstantOfShape", "");
+    g->outputs = (int *) malloc (sizeof (int));
+    g->outputs[0] = y;
+    g->n_outputs = 1;
+    g->values[y].is_output = true;
+    char err[512];
+    cr_assert_eq (zi_graph_sort (g, err, sizeof err), 0, "%s", err);
+    zi_exec_t *ex = zi_exec_new (g, 0, -1, NULL, err, sizeof err);
+    cr_assert_not_null (ex, "%s", err);
+    zi_tensor_t *out = NULL;
+    cr_assert_eq (zi_exec_run (ex, NULL, &out, err, sizeof err), ZI_ERR_LIMIT);
+    cr_assert (strstr (err, "node 'big' (ConstantOfShape)") && strstr (err, "limit"), "%s", err);
+    cr_assert_null (out);
     zi_exec_destroy (&ex);
     zi_graph_destroy (&g);
 }
