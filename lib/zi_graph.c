@@ -303,7 +303,9 @@ zi_graph_sort (zi_graph_t *self, char *err, size_t errlen)
         for (int i = 0; i < n; i++) {
             sorted[i] = self->nodes[order[i]];
         }
-        memcpy (self->nodes, sorted, (size_t) n * sizeof *sorted);
+        if (n > 0) {
+            memcpy (self->nodes, sorted, (size_t) n * sizeof *sorted);
+        }
         free (sorted);
     }
     for (int v = 0; v < self->n_values; v++) {

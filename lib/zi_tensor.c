@@ -121,6 +121,18 @@ zi_shape_nbytes (zi_dtype_t dtype, int rank, const int64_t *shape,
         || (uint64_t) count * esize > SIZE_MAX) {
         return ZI_ERR_OVERFLOW;
     }
+    //  Byte strides skip 0 dims, so a shape like (0, 2^40, 2^40) holds no
+    //  bytes yet has strides that overflow: the product of the non-zero
+    //  dims times the element size must fit as well.
+    int64_t span = (int64_t) esize;
+    for (int i = 0; i < rank; i++) {
+        if (shape[i] > 0) {
+            if (span > INT64_MAX / shape[i]) {
+                return ZI_ERR_OVERFLOW;
+            }
+            span *= shape[i];
+        }
+    }
     *nbytes = (size_t) count * esize;
     return ZI_OK;
 }
@@ -145,8 +157,8 @@ zi_tensor_set_shape (zi_tensor_t *self, zi_dtype_t dtype, int rank,
         }
         self->ne[i] = shape[i];
         self->nb[i] = stride;
-        //  Cannot overflow: the total byte count was checked above, and a 0
-        //  dim only makes later strides smaller than the running product.
+        //  Cannot overflow: zi_shape_nbytes checked the product of the
+        //  non-zero dims times the element size.
         stride *= shape[i] ? shape[i] : 1;
     }
     self->nbytes = nbytes;

@@ -196,3 +196,12 @@ Test (tensor, half_precision_round_trips)
     cr_assert_eq (zi_f32_to_f16 (1.0f + 1.0f / 4096), 0x3c00);  //  ties to even
     cr_assert_eq (zi_bf16_to_f32 (0x3f80), 1.0f);
 }
+
+Test (tensor, empty_shapes_with_overflowing_strides_are_refused)
+{
+    //  0 bytes in all, but the strides of the other dims would overflow
+    int64_t shape[] = {0, INT64_C (1) << 40, INT64_C (1) << 40};
+    size_t nbytes;
+    cr_assert_eq (zi_shape_nbytes (ZI_DT_F32, 3, shape, &nbytes), ZI_ERR_OVERFLOW);
+    cr_assert_null (zi_tensor_new (ZI_DT_F32, 3, shape));
+}
