@@ -1,43 +1,184 @@
-/*  zinfer-partition - the partition stage: splits batches into micro-batches and coalesces small requests.
+/*  zinfer-partition - the partition stage: splits large requests into
+    micro-batches and coalesces small ones (dynamic batching).
 
-    The stage loop arrives with the pipeline (issue #4); today the program
-    answers --help and --version so launchers and packaging can rely on it.
+        broker `to_partition` (PUSH) --> PULL  [this]  PUSH --> broker `intake` (PULL)
+
+    The logic is lib/zi_batcher (see zi_batcher.h); this file is the loop.
+    It waits for input at most until the oldest queued batch is due, so a
+    request never waits longer than max_delay_us because of coalescing, and
+    never spins. ERRORs from preprocess pass through unchanged. A request
+    this stage cannot take (tensors disagreeing on rows, ...) is answered
+    ERROR {id: rid, code: BAD_REQUEST}. On SIGINT/SIGTERM the queued batches
+    are flushed and sent before the process exits.
 */
+#include <inttypes.h>
 #include <stdio.h>
-#include <string.h>
 
+#include "zi_batcher.h"
 #include "zi_blas.h"
 #include "zi_log.h"
-#include "zi_version.h"
+#include "zi_msg.h"
+#include "zi_stage.h"
+
+//  Most messages read in one go before batches are checked again: a burst
+//  coalesces, but cannot delay a due batch for long.
+#define S_BURST 64
+
+typedef struct {
+    uint64_t errors;            //  ERRORs passed through
+    uint64_t rejected;          //  requests answered ERROR here
+    uint64_t dropped;           //  did not decode, or an unexpected command
+    uint64_t sent;              //  TASKs sent
+    uint64_t lost;              //  could not be sent before shutdown
+} s_counts_t;
 
 static void
-s_usage (FILE *out)
+s_send (zi_stage_t *stage, zsock_t *out, zi_msg_t **msg_p, s_counts_t *counts)
 {
-    fprintf (out,
-             "usage: zinfer-partition --plan PLAN [--replica N] [options]\n"
-             "\n"
-             "The zinfer partition stage: splits batches into micro-batches and coalesces small requests.\n"
-             "\n"
-             "  -h, --help       show this help\n"
-             "  -V, --version    show the version\n");
+    if (zi_stage_send (stage, out, msg_p)) {
+        counts->lost++;
+    }
+    else {
+        counts->sent++;
+    }
+}
+
+static void
+s_drain (zi_stage_t *stage, zi_batcher_t *batcher, zsock_t *out, s_counts_t *counts)
+{
+    zi_msg_t *task;
+    while ((task = zi_batcher_next (batcher))) {
+        s_send (stage, out, &task, counts);
+    }
+}
+
+static void
+s_handle (zi_stage_t *stage, zi_batcher_t *batcher, zsock_t *out, zi_msg_t **msg_p,
+          s_counts_t *counts)
+{
+    zi_cmd_t cmd = zi_msg_cmd (*msg_p);
+    if (cmd == ZI_CMD_ERROR) {
+        counts->errors++;
+        zi_log_debug ("PART-ERROR-FORWARDED", "request %" PRIu64 ": %d %s",
+                      zi_msg_id (*msg_p), zi_msg_code (*msg_p),
+                      zi_msg_reason (*msg_p) ? zi_msg_reason (*msg_p) : "");
+        s_send (stage, out, msg_p, counts);
+        return;
+    }
+    if (cmd != ZI_CMD_TASK) {
+        counts->dropped++;
+        zi_log_warn ("PART-UNEXPECTED", "dropping a %s: partition takes TASKs and ERRORs",
+                     zi_cmd_name (cmd));
+        zi_msg_destroy (msg_p);
+        return;
+    }
+    char err[512];
+    int rc = zi_batcher_add (batcher, msg_p, zclock_usecs (), err, sizeof err);
+    if (rc) {
+        size_t nreqs = 0;
+        const zi_msg_req_t *reqs = zi_msg_reqs (*msg_p, &nreqs);
+        zi_code_t code = rc == ZI_ERR_NOMEM ? ZI_CODE_BUSY : ZI_CODE_BAD_REQUEST;
+        for (size_t i = 0; i < nreqs; i++) {
+            zi_log_info ("PART-REJECTED", "request %" PRIu64 ": %s: %s", reqs[i].id,
+                         zi_code_name (code), err);
+            zi_msg_t *error = zi_stage_error (reqs[i].id, code, err);
+            counts->rejected++;
+            if (error) {
+                s_send (stage, out, &error, counts);
+            }
+        }
+        zi_msg_destroy (msg_p);
+    }
+}
+
+static int
+s_run (zi_stage_t *stage)
+{
+    const zi_plan_stage_t *config = zi_stage_config (stage);
+    zi_batcher_t *batcher =
+        zi_batcher_new (config->micro_batch, config->max_batch, config->max_delay_us);
+    if (!batcher) {
+        zi_log_error ("PART-BAD-SETTINGS", "micro_batch %" PRId64 ", max_batch %" PRId64
+                      ", max_delay_us %" PRId64 ": each must be >= 1 (delay >= 0)",
+                      config->micro_batch, config->max_batch, config->max_delay_us);
+        return 1;
+    }
+    zsock_t *in = zi_stage_connect (stage, ZMQ_PULL, ZI_PLAN_EP_TO_PARTITION, NULL);
+    zsock_t *out = zi_stage_connect (stage, ZMQ_PUSH, ZI_PLAN_EP_INTAKE, NULL);
+    if (!in || !out) {
+        zi_stage_close (&in, false);
+        zi_stage_close (&out, false);
+        zi_batcher_destroy (&batcher);
+        return 1;
+    }
+    zi_log_info ("PART-START", "micro_batch %" PRId64 ", max_batch %" PRId64
+                 ", max_delay_us %" PRId64 "%s", config->micro_batch, config->max_batch,
+                 config->max_delay_us, config->max_delay_us ? "" : " (no coalescing)");
+    s_counts_t counts = {0, 0, 0, 0, 0};
+    while (!zi_stage_interrupted ()) {
+        //  Sleep until input arrives or the oldest batch is due (rounded
+        //  up to a whole ms so we do not wake just before it).
+        int64_t due_us = zi_batcher_timeout_us (batcher, zclock_usecs ());
+        int64_t wait_ms = due_us < 0 ? ZI_STAGE_POLL_MS : (due_us + 999) / 1000;
+        if (zi_stage_wait (in, wait_ms)) {
+            for (int burst = 0; burst < S_BURST; burst++) {
+                zi_msg_t *msg = NULL;
+                char err[512];
+                int rc = zi_msg_recv (in, &msg, err, sizeof err);
+                if (rc == ZI_ERR_IO) {
+                    break;
+                }
+                if (rc) {
+                    counts.dropped++;
+                    zi_log_warn ("PART-DECODE-DROPPED",
+                                 "%s (%s); %" PRIu64 " dropped so far", err,
+                                 zi_strerror (rc), counts.dropped);
+                }
+                else {
+                    s_handle (stage, batcher, out, &msg, &counts);
+                }
+                s_drain (stage, batcher, out, &counts);
+                if (!(zsock_events (in) & ZMQ_POLLIN)) {
+                    break;
+                }
+            }
+        }
+        zi_batcher_expire (batcher, zclock_usecs ());
+        s_drain (stage, batcher, out, &counts);
+    }
+    size_t queued = zi_batcher_queued (batcher);
+    zi_batcher_flush (batcher, zclock_usecs ());
+    s_drain (stage, batcher, out, &counts);
+    zi_batcher_stats_t stats;
+    zi_batcher_stats (batcher, &stats);
+    zi_log_info ("PART-STOP",
+                 "signal: stopping after flushing %zu queued request%s; "
+                 "%" PRIu64 " requests: %" PRIu64 " split into %" PRIu64
+                 " micro-batches, %" PRIu64 " sent in %" PRIu64 " batch(es); %" PRIu64
+                 " errors forwarded, %" PRIu64 " rejected, %" PRIu64 " dropped, %" PRIu64
+                 " lost at shutdown",
+                 queued, queued == 1 ? "" : "s", stats.requests, stats.split,
+                 stats.micro_batches, stats.coalesced, stats.batches, counts.errors,
+                 counts.rejected, counts.dropped, counts.lost);
+    zi_stage_close (&in, false);
+    zi_stage_close (&out, true);
+    zi_batcher_destroy (&batcher);
+    return 0;
 }
 
 int
 main (int argc, char **argv)
 {
     zi_blas_init (argc, argv);
-    zi_log_set_ident ("zinfer-partition", NULL);
-    for (int i = 1; i < argc; i++) {
-        if (strcmp (argv[i], "-h") == 0 || strcmp (argv[i], "--help") == 0) {
-            s_usage (stdout);
-            return 0;
-        }
-        if (strcmp (argv[i], "-V") == 0 || strcmp (argv[i], "--version") == 0) {
-            printf ("zinfer-partition %s\n", ZINFER_VERSION);
-            return 0;
-        }
+    int status = 0;
+    zi_stage_t *stage = zi_stage_new ("zinfer-partition", ZI_PLAN_STAGE_PARTITION,
+                                      "partition stage: splits large requests into "
+                                      "micro-batches and coalesces small ones.",
+                                      argc, argv, &status);
+    if (!stage) {
+        return status;
     }
-    fprintf (stderr, "zinfer-partition: the stage loop is not available in this "
-             "version yet (see issue #4); try --help\n");
-    return 2;
+    status = zi_stage_interrupted () ? 0 : s_run (stage);
+    zi_stage_destroy (&stage);
+    return status;
 }
