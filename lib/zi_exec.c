@@ -919,6 +919,16 @@ zi_exec_node_seconds (const zi_exec_t *self, int n)
     return n >= 0 && n < self->g->n_nodes ? self->node_seconds[n] : 0.0;
 }
 
+void
+zi_exec_node_seconds_reset (zi_exec_t *self, int n)
+{
+    for (int k = 0; k < self->g->n_nodes; k++) {
+        if (n < 0 || k == n) {
+            self->node_seconds[k] = 0.0;
+        }
+    }
+}
+
 //  -------------------------------------------------------------------------
 //  Running
 

@@ -92,6 +92,9 @@ const zi_tensor_t *zi_exec_value (const zi_exec_t *self, int v);
 //  node n (absolute index) and how many runs were counted.
 double zi_exec_node_seconds (const zi_exec_t *self, int n);
 
+//  Reset node n's profile counter (all nodes when n < 0).
+void zi_exec_node_seconds_reset (zi_exec_t *self, int n);
+
 //  Number of nodes that run fused into their producer (Conv/Gemm/MatMul
 //  followed by a bias Add and/or an activation) in the current plan.
 int zi_exec_n_fused (const zi_exec_t *self);

@@ -33,7 +33,7 @@ s_run_usage (FILE *out)
     fprintf (out,
              "usage: zinfer run MODEL.onnx --input NAME=FILE.npy [--input ...]\n"
              "                  [--segment FIRST:LAST] [--out DIR] [--threads N]\n"
-             "                  [--repeat N]\n"
+             "                  [--repeat N] [--profile]\n"
              "\n"
              "Runs the model (or nodes FIRST..LAST of its topological order, see\n"
              "`zinfer info`) in this process. Every output is printed and, with\n"
@@ -111,6 +111,7 @@ zi_cmd_run (int argc, char **argv)
     const char *in_names[S_MAX_INPUTS];
     const char *in_files[S_MAX_INPUTS];
     int n_in = 0, first = 0, last = -1, threads = 0, repeat = 1;
+    bool profile = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         bool has_val = i + 1 < argc;
@@ -136,6 +137,9 @@ zi_cmd_run (int argc, char **argv)
             *eq = 0;
             in_names[n_in] = spec;
             in_files[n_in++] = eq + 1;
+        }
+        else if (strcmp (a, "--profile") == 0) {
+            profile = true;
         }
         else if (strcmp (a, "--segment") == 0) {
             if (!has_val || s_parse_segment (argv[++i], &first, &last)) {
@@ -189,7 +193,7 @@ zi_cmd_run (int argc, char **argv)
         fprintf (stderr, "zinfer run: %s\n", err);
         return 1;
     }
-    zi_exec_opts_t opts = {.nthreads = threads};
+    zi_exec_opts_t opts = {.nthreads = threads, .profile = profile};
     zi_exec_t *ex = zi_exec_new (g, first, last, &opts, err, sizeof err);
     if (!ex) {
         fprintf (stderr, "zinfer run: %s\n", err);
@@ -249,6 +253,32 @@ zi_cmd_run (int argc, char **argv)
                 fprintf (stderr, "zinfer run: %s\n", err);
                 goto done;
             }
+        }
+    }
+    if (profile) {
+        //  nodes by time spent, with their share of the total
+        int hi = last < 0 ? g->n_nodes - 1 : last;
+        double total = 0;
+        for (int n = first; n <= hi; n++) {
+            total += zi_exec_node_seconds (ex, n);
+        }
+        printf ("profile (%d runs; fused nodes count in their producer):\n", repeat);
+        for (int shown = 0; shown < 15; shown++) {
+            int best = -1;
+            for (int n = first; n <= hi; n++) {
+                double t = zi_exec_node_seconds (ex, n);
+                if (t > 0 && (best < 0 || t > zi_exec_node_seconds (ex, best))) {
+                    best = n;
+                }
+            }
+            if (best < 0) {
+                break;
+            }
+            double t = zi_exec_node_seconds (ex, best);
+            printf ("  %4d %-20s %-28.28s %9.3f ms %5.1f%%\n", best, g->nodes[best].op_type,
+                    g->nodes[best].name, 1e3 * t / repeat, total > 0 ? 100 * t / total : 0);
+            //  mark as printed: profile counters are only read from here on
+            zi_exec_node_seconds_reset (ex, best);
         }
     }
     fflush (stdout);
