@@ -2081,9 +2081,12 @@ s_send (zi_msg_t **self_p, zsock_t *sock, zmsg_t *envelope)
         }
     }
     size_t sent = 0;
-    for (; !rc && sent < nparts; sent++) {
+    for (; sent < nparts; sent++) {
         rc = s_send_part (zsock_resolve (sock), &parts[sent],
                           sent + 1 < nparts, sent > 0);
+        if (rc) {
+            break;      //  parts[sent] was not taken by libzmq: close it below
+        }
     }
     //  Parts not sent (after a failure) still hold their buffers.
     for (size_t i = sent; i < nparts; i++) {

@@ -1,0 +1,3111 @@
+/*  zi_broker.c - the broker loop; see zi_broker.h.
+
+    LINKS. The broker binds all eight endpoints of the plan and polls them
+    in one loop (zmq_poll, 10 ms timeout, so a signal or a deadline is seen
+    within ~10 ms). Every socket reads non-blocking, at most S_BATCH messages
+    per turn, so one busy link cannot starve the others.
+
+      front (ROUTER)      REQUEST: validated (has tensors; prio is a class of
+                          the plan; tensor names are the preprocess stage's
+                          inputs, or the model's when there is no preprocess
+                          stage; one batch dimension), then BUSY when
+                          queue_limit requests are in flight, UNAVAILABLE
+                          while draining, else admitted: rid assigned,
+                          deadline = now + (its "deadline" or the plan's
+                          default_deadline_ms), its tensors kept for
+                          re-injection, TASK {reqs:[[rid,0,rows]], seg:0,
+                          prio, deadline, attempt, t} sent to to_preprocess
+                          (or to_partition without a preprocess stage, or
+                          queued straight for segment 0 without either). A
+                          REQUEST repeating (client routing id, id) of one in
+                          flight is ignored: the one answer will come.
+                          STATS -> STATS_REPLY, HEALTH -> HEALTH_REPLY.
+                          Undecodable -> ERROR BAD_REQUEST / TOO_LARGE /
+                          VERSION with the decoder's reason (no id).
+      preprocessed (PULL) forwarded frame for frame to to_partition, never
+                          decoded (decoded as intake when the plan has no
+                          partition stage).
+      intake (PULL)       TASK: becomes a broker task (task id, reqs, mb, nmb,
+                          prio = the most favoured class of its requests)
+                          queued for segment 0. Rows already received for a
+                          request (a re-injected duplicate) are not queued
+                          twice. ERROR {id: rid}: the client gets the ERROR,
+                          code and reason kept, with its own id.
+      work (ROUTER)       READY registers or updates a worker (segment,
+                          capacity, credit, name; routing id = its identity).
+                          RESULT of an outstanding task: its tensors join the
+                          task's bag, the credit returns, the latency is
+                          recorded, and the task is queued for the next
+                          segment, whose TASK carries exactly the tensors
+                          plan->segments[s].inputs names; after the last
+                          segment it goes to an aggregator. A RESULT for a
+                          task not outstanding at that worker is dropped and
+                          counted (work at-least-once, results exactly-once).
+                          ERROR {id: task}: the task's requests fail with its
+                          code and reason. DISCONNECT: the worker is removed
+                          and its tasks re-queued. Anything but READY from an
+                          unknown routing id gets DISCONNECT.
+      to_aggregate        (ROUTER) READY or HEARTBEAT registers an aggregator
+                          (name = "name" or its routing id; capacity = "cap",
+                          else the plan's replica capacity, else 1). A task
+                          past the last segment goes as TASK {id: task, reqs,
+                          mb, nmb, seg: n_segments, t: the model outputs} to
+                          the aggregator chosen by weighted rendezvous
+                          hashing of its first rid (and then every task of
+                          that request to the same one while it lives). With
+                          no live aggregator tasks wait.
+      results (PULL)      REPLY {id: rid} -> REPLY {id: client id, t} to the
+                          client; ERROR {id: rid} -> ERROR to the client;
+                          late or duplicate answers are dropped and counted.
+                          HEARTBEAT {name} keeps that aggregator alive.
+
+    TIMERS (every S_TICK_MS). A request past its deadline gets ERROR TIMEOUT
+    and is forgotten; a task is dropped when none of its requests is left.
+    A worker or aggregator silent for liveness x interval is dead
+    (BROKER-WORKER-EXPIRED / BROKER-AGG-EXPIRED): a worker's outstanding
+    tasks go back to the front of their segment queue with attempt + 1 (a
+    task dispatched max_attempts times fails its requests with INTERNAL);
+    an aggregator's tasks go to another aggregator. Peers the broker sent
+    nothing to for one interval get HEARTBEAT. A request whose rows have not
+    all come back on intake stage_timeout_ms after it was sent to the stages
+    is sent again (attempt + 1, up to max_attempts, then INTERNAL).
+
+    SCHEDULING (zi_sched.h). Per segment: the replica selector names the
+    worker that must get the next task (strict shares: when it has no credit
+    left the segment waits); only then the priority picker names the class
+    whose oldest task goes.
+
+    STATS_REPLY "stats" (every count since the broker started):
+      uptime_ms, draining (bool)
+      requests: {admitted, completed, failed, inflight, busy, timeout,
+                 duplicates (repeated REQUESTs ignored), reinjected,
+                 errors: {<code name>: count of ERRORs sent to clients}}
+      tasks:    {created, queued, inflight, waiting_aggregator,
+                 at_aggregator, redispatched, results_dropped,
+                 replies_dropped, stale (stage TASKs holding nothing new)}
+      segments: [{index, queued: [per class], inflight, tasks (done),
+                  replicas: [{name, capacity, credit, inflight, tasks
+                  (results accepted), assigned (dispatches), errors,
+                  busy_ms (sum of task round trips), p50_us, p99_us (over
+                  the last S_LAT_N round trips), live}]}]
+                 (plan replicas never seen appear with live false)
+      stages:   {preprocess: {sent, received, inflight},
+                 partition: {sent, received, inflight (requests whose rows
+                 are not all back)}, aggregate: {sent, received, inflight}}
+      aggregators: [{name, capacity, tasks (sent), inflight, live}]
+      dropped:  {front, preprocessed, intake, work, to_aggregate, results}
+                (messages that could not be decoded or were not expected)
+      copied_bytes: tensor bytes copied to (re-)send them
+
+    COPIES. Received tensors stay views into their ZeroMQ frames. What the
+    broker may have to send again is copied once per send, because libzmq
+    takes ownership of what it sends: the request's inputs to preprocess
+    (kept for re-injection: 1 x input bytes per request), each TASK to a
+    worker (kept for re-dispatch: 1 x the segment's input bytes per
+    dispatch) and each TASK to an aggregator (1 x the output bytes). The
+    preprocessed -> to_partition relay and REPLYs to clients move frames
+    without copying. copied_bytes in STATS counts the copies; at memcpy
+    speed (~10 GB/s) a 3 KiB image costs ~0.3 us per hop.
+*/
+#include "zi_broker.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <msgpack.h>
+
+#include "zi_log.h"
+#include "zi_msg.h"
+#include "zi_sched.h"
+
+#define S_BATCH 256        //  messages read per socket per loop turn
+#define S_POLL_MS 10       //  longest wait in zmq_poll
+#define S_TICK_MS 5        //  timers run at most this often
+#define S_HWM 10000        //  bounded queues on every socket
+#define S_LINGER_MS 200    //  best effort for the last DISCONNECTs
+#define S_LAT_N 1024       //  round trips kept per replica
+#define S_MAX_WORKERS 4096 //  peers an attacker could otherwise grow
+#define S_MAX_AGGS 256
+#define S_MAX_RSTATS 4096
+#define S_MAX_RANGES 4096 //  row ranges tracked per request
+
+typedef struct s_worker s_worker_t;
+typedef struct s_agg s_agg_t;
+
+//  Statistics of one replica, by name: they outlive reconnections.
+typedef struct {
+    char *name;
+    int64_t seg;           //  segment it served last, -1 = none yet
+    double capacity;       //  last announced (or the plan's)
+    uint64_t assigned;     //  dispatches
+    uint64_t tasks;        //  RESULTs accepted
+    uint64_t errors;       //  ERRORs for its tasks
+    uint64_t busy_us;      //  sum of task round trips
+    uint32_t lat[S_LAT_N]; //  ring of the last round trips, us
+    size_t nlat, lat_next;
+} s_rstats_t;
+
+struct s_worker {
+    char *key;        //  routing id in hex: key in workers
+    zmsg_t *envelope; //  [routing id]
+    char *name;
+    uint32_t seg;
+    double capacity;
+    uint32_t credit;
+    uint32_t inflight;
+    int slot;        //  in its segment's selector
+    zlistx_t *tasks; //  outstanding, oldest first
+    int64_t last_recv, last_send;
+    s_rstats_t *stats; //  NULL when the table is full
+};
+
+struct s_agg {
+    uint64_t serial; //  requests remember their aggregator by it
+    char *key;
+    zmsg_t *envelope;
+    char *name;
+    double capacity;
+    int64_t last_recv, last_send;
+    zlistx_t *tasks; //  sent, kept until their requests finish
+    uint64_t sent;
+};
+
+typedef enum {
+    S_HELD = 0, //  in the caller's hands
+    S_QUEUED,   //  in a segment queue
+    S_INFLIGHT, //  at a worker
+    S_AGG_WAIT, //  past the last segment, no aggregator yet
+    S_AGG_SENT, //  at an aggregator
+} s_state_t;
+
+typedef struct {
+    uint64_t tid;
+    zi_msg_req_t *reqs;
+    size_t nreqs;
+    uint32_t mb, nmb;
+    int prio;
+    uint32_t seg; //  next segment to run; nsegs = done
+    uint32_t attempt;
+    size_t live;    //  entries whose request is still pending
+    zi_msg_t **bag; //  received messages holding its tensors
+    size_t nbag, capbag;
+    s_state_t state;
+    void *handle; //  in its queue or list
+    s_worker_t *worker;
+    s_agg_t *agg;
+    int64_t sent_us;
+} s_task_t;
+
+typedef struct {
+    uint32_t first, end;
+} s_range_t;
+
+typedef struct {
+    uint64_t rid;
+    uint64_t client_id;
+    zmsg_t *envelope; //  the client's
+    char *key;        //  "<routing id hex>/<client id>"
+    int prio;
+    int64_t admitted;    //  ms
+    int64_t deadline_at; //  ms, 0 = none
+    uint32_t budget_ms;
+    uint32_t rows;
+    zi_msg_t *inputs; //  the REQUEST, until all rows are back
+    uint32_t entry_attempt;
+    int64_t entry_sent; //  ms; 0 = waiting in the inject list
+    bool entry_done;    //  every row came back from the stages
+    void *inject_handle;
+    s_range_t *ranges; //  rows received on intake
+    size_t nranges;
+    uint64_t rows_in;
+    uint64_t *tids; //  tasks holding its rows
+    size_t ntids, captids;
+    uint64_t agg_serial; //  its aggregator, 0 = not chosen yet
+} s_request_t;
+
+typedef struct {
+    zi_sched_sel_t *sel;
+    zi_sched_prio_t *prio;
+    zlistx_t *queue[ZI_SCHED_MAX_CLASSES];
+    size_t queued;
+    s_worker_t **slots; //  selector slot -> worker
+    size_t nslots;
+    uint64_t inflight, done;
+} s_segment_t;
+
+enum { S_STAGE_PRE, S_STAGE_PART, S_STAGE_AGG, S_STAGES };
+
+struct zi_broker {
+    const zi_plan_t *plan;
+    zsock_t *sock[ZI_PLAN_EP_COUNT];
+    zsock_t *pipe;
+    zcert_t *cert;    //  CURVE: the server's key pair
+    zactor_t *auth;   //  CURVE: zauth with the allow-list
+    char keydir[256]; //  CURVE: allowed keys as zauth reads them
+    bool has_pre, has_part, has_agg;
+    const zi_plan_tensor_t **expect; //  REQUEST tensors, NULL = any
+    size_t nexpect;
+    bool check_shapes;      //  nobody else will check them
+    const char **out_names; //  the model outputs
+    size_t nout;
+    size_t nclasses;
+    int default_prio;
+    zi_sched_prio_t *favour;
+    s_segment_t *segs;
+    size_t nsegs;
+    int64_t interval, liveness, queue_limit, default_deadline;
+    int64_t stage_timeout, max_attempts;
+
+    zhashx_t *requests; //  rid -> s_request_t
+    zhashx_t *clients;  //  key -> s_request_t
+    zhashx_t *tasks;    //  tid -> s_task_t
+    zhashx_t *workers;  //  routing hex -> s_worker_t
+    zhashx_t *rstats;   //  name -> s_rstats_t (owned)
+    zlistx_t *aggs;     //  s_agg_t
+    zlistx_t *inject;   //  s_request_t waiting for the stages
+    zlistx_t *agg_wait; //  s_task_t waiting for an aggregator
+    uint64_t next_rid, next_tid, next_agg;
+    int64_t started, last_tick;
+    bool draining, stop, terminated;
+    int64_t drain_until;
+
+    struct {
+        uint64_t admitted, completed, failed, busy, timeout, duplicates, reinjected;
+    } req;
+    struct {
+        uint64_t created, redispatched, results_dropped, replies_dropped, stale;
+    } task;
+    struct {
+        uint64_t sent, received;
+    } stage[S_STAGES];
+    uint64_t dropped[ZI_PLAN_EP_COUNT];
+    uint64_t errors[1000]; //  ERRORs sent to clients, by code
+    uint64_t copied_bytes;
+};
+
+//  ---------------------------------------------------------------------
+//  Small helpers
+
+static int64_t
+s_now_us (void)
+{
+    struct timespec ts;
+    clock_gettime (CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int64_t
+s_now_ms (void)
+{
+    return s_now_us () / 1000;
+}
+
+static size_t
+s_u64_hash (const void *key)
+{
+    uint64_t x = *(const uint64_t *)key;
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    return (size_t)x;
+}
+
+static int
+s_u64_cmp (const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+//  A map keyed by a uint64_t that lives inside the item: the key is not
+//  copied, so the entry must go before its item does.
+static zhashx_t *
+s_u64_map_new (void)
+{
+    zhashx_t *map = zhashx_new ();
+    if (map) {
+        zhashx_set_key_hasher (map, s_u64_hash);
+        zhashx_set_key_comparator (map, s_u64_cmp);
+        zhashx_set_key_duplicator (map, NULL);
+        zhashx_set_key_destructor (map, NULL);
+    }
+    return map;
+}
+
+static char *
+s_routing_hex (zmsg_t *envelope)
+{
+    zframe_t *id = envelope ? zmsg_first (envelope) : NULL;
+    return id ? zframe_strhex (id) : strdup ("");
+}
+
+//  True when a message can go out now: a PUSH with no peer, or whose
+//  queue is full, is not. Checked before building a message, so the
+//  broker neither copies tensors for nothing nor relies on a failed send.
+static bool
+s_writable (zsock_t *sock)
+{
+    return (zsock_events (sock) & ZMQ_POLLOUT) != 0;
+}
+
+static const char *
+s_ep_name (zi_plan_ep_t ep)
+{
+    return zi_plan_endpoint_name (ep);
+}
+
+static void
+s_send_command (zi_broker_t *self, zi_plan_ep_t ep, zmsg_t *envelope, zi_cmd_t cmd,
+                const char *reason)
+{
+    zi_msg_t *msg = zi_msg_new (cmd);
+    if (!msg) {
+        return;
+    }
+    if (reason) {
+        zi_msg_set_reason (msg, reason);
+    }
+    zi_msg_send_to (&msg, self->sock[ep], envelope);
+}
+
+//  An ERROR to a peer on a ROUTER link (front or work).
+static void s_send_error (zi_broker_t *self, zi_plan_ep_t ep, zmsg_t *envelope,
+                          bool has_id, uint64_t id, int code, const char *fmt, ...)
+    __attribute__ ((format (printf, 7, 8)));
+
+static void
+s_send_error (zi_broker_t *self, zi_plan_ep_t ep, zmsg_t *envelope, bool has_id,
+              uint64_t id, int code, const char *fmt, ...)
+{
+    char reason[ZI_MSG_MAX_REASON + 1];
+    va_list ap;
+    va_start (ap, fmt);
+    vsnprintf (reason, sizeof reason, fmt, ap);
+    va_end (ap);
+    if (code < 100 || code > 999) {
+        code = ZI_CODE_INTERNAL;
+    }
+    zi_msg_t *msg = zi_msg_new_error ((zi_code_t)code, reason);
+    if (!msg) {
+        return;
+    }
+    if (has_id) {
+        zi_msg_set_id (msg, id);
+    }
+    if (ep == ZI_PLAN_EP_FRONT) {
+        self->errors[code]++;
+    }
+    zi_msg_send_to (&msg, self->sock[ep], envelope);
+}
+
+//  ---------------------------------------------------------------------
+//  Replica statistics
+
+static void
+s_rstats_destroy (void **item)
+{
+    s_rstats_t *rs = (s_rstats_t *)*item;
+    if (rs) {
+        free (rs->name);
+        free (rs);
+        *item = NULL;
+    }
+}
+
+static s_rstats_t *
+s_rstats_get (zi_broker_t *self, const char *name)
+{
+    s_rstats_t *rs = (s_rstats_t *)zhashx_lookup (self->rstats, name);
+    if (rs || zhashx_size (self->rstats) >= S_MAX_RSTATS) {
+        return rs;
+    }
+    rs = (s_rstats_t *)calloc (1, sizeof *rs);
+    if (!rs || !(rs->name = strdup (name))) {
+        free (rs);
+        return NULL;
+    }
+    rs->seg = -1;
+    zhashx_insert (self->rstats, name, rs);
+    return rs;
+}
+
+static void
+s_rstats_latency (s_rstats_t *rs, int64_t us)
+{
+    if (!rs) {
+        return;
+    }
+    us = us < 0 ? 0 : us;
+    rs->tasks++;
+    rs->busy_us += (uint64_t)us;
+    rs->lat[rs->lat_next] = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+    rs->lat_next = (rs->lat_next + 1) % S_LAT_N;
+    if (rs->nlat < S_LAT_N) {
+        rs->nlat++;
+    }
+}
+
+static int
+s_u32_cmp (const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+//  Percentiles q1, q2 (0..1) of the kept round trips, nearest rank.
+static void
+s_rstats_percentiles (const s_rstats_t *rs, double q1, double q2, uint32_t *p1,
+                      uint32_t *p2)
+{
+    *p1 = *p2 = 0;
+    if (!rs || rs->nlat == 0) {
+        return;
+    }
+    uint32_t sorted[S_LAT_N];
+    memcpy (sorted, rs->lat, rs->nlat * sizeof *sorted);
+    qsort (sorted, rs->nlat, sizeof *sorted, s_u32_cmp);
+    size_t i1 = (size_t)ceil (q1 * (double)rs->nlat);
+    size_t i2 = (size_t)ceil (q2 * (double)rs->nlat);
+    *p1 = sorted[i1 ? i1 - 1 : 0];
+    *p2 = sorted[i2 ? i2 - 1 : 0];
+}
+
+//  ---------------------------------------------------------------------
+//  Tasks
+
+static s_request_t *
+s_request_find (zi_broker_t *self, uint64_t rid)
+{
+    return (s_request_t *)zhashx_lookup (self->requests, &rid);
+}
+
+static s_task_t *
+s_task_new (zi_broker_t *self, const zi_msg_req_t *reqs, size_t nreqs, uint32_t mb,
+            uint32_t nmb)
+{
+    s_task_t *task = (s_task_t *)calloc (1, sizeof *task);
+    if (!task) {
+        return NULL;
+    }
+    task->reqs = (zi_msg_req_t *)malloc (nreqs * sizeof *reqs);
+    if (!task->reqs) {
+        free (task);
+        return NULL;
+    }
+    memcpy (task->reqs, reqs, nreqs * sizeof *reqs);
+    task->nreqs = nreqs;
+    task->mb = mb;
+    task->nmb = nmb;
+    task->tid = ++self->next_tid;
+    task->prio = -1;
+    zhashx_insert (self->tasks, &task->tid, task);
+    self->task.created++;
+    return task;
+}
+
+static void
+s_task_destroy (zi_broker_t *self, s_task_t **task_p)
+{
+    s_task_t *task = *task_p;
+    if (!task) {
+        return;
+    }
+    zhashx_delete (self->tasks, &task->tid);
+    for (size_t i = 0; i < task->nbag; i++) {
+        zi_msg_destroy (&task->bag[i]);
+    }
+    free (task->bag);
+    free (task->reqs);
+    free (task);
+    *task_p = NULL;
+}
+
+//  Add a received message to the task's bag; takes it on success only.
+static int
+s_task_bag_add (s_task_t *task, zi_msg_t **msg_p)
+{
+    if (task->nbag == task->capbag) {
+        size_t cap = task->capbag ? task->capbag * 2 : 4;
+        zi_msg_t **bag = (zi_msg_t **)realloc (task->bag, cap * sizeof *bag);
+        if (!bag) {
+            return ZI_ERR_NOMEM;
+        }
+        task->bag = bag;
+        task->capbag = cap;
+    }
+    task->bag[task->nbag++] = *msg_p;
+    *msg_p = NULL;
+    return ZI_OK;
+}
+
+//  The newest tensor of that name in the task's bag, or NULL.
+static const zi_tensor_t *
+s_task_tensor (const s_task_t *task, const char *name)
+{
+    for (size_t i = task->nbag; i-- > 0;) {
+        const zi_tensor_t *t = zi_msg_tensor_find (task->bag[i], name);
+        if (t) {
+            return t;
+        }
+    }
+    return NULL;
+}
+
+//  True when a tensor of this name is still needed once the task is at
+//  segment `from`: as an input of a later segment, or as a model output.
+static bool
+s_needed_from (const zi_broker_t *self, uint32_t from, const char *name)
+{
+    for (size_t s = from; s < self->nsegs; s++) {
+        const zi_plan_segment_t *ps = &self->plan->segments[s];
+        for (size_t i = 0; i < ps->n_inputs; i++) {
+            if (ps->inputs[i] && strcmp (ps->inputs[i], name) == 0) {
+                return true;
+            }
+        }
+    }
+    for (size_t i = 0; i < self->nout; i++) {
+        if (strcmp (self->out_names[i], name) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+//  Free the received messages none of whose tensors is needed any more, so
+//  a task holds at most what its remaining segments read.
+static void
+s_task_prune (const zi_broker_t *self, s_task_t *task)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < task->nbag; i++) {
+        zi_msg_t *msg = task->bag[i];
+        bool needed = false;
+        for (size_t k = 0; !needed && k < zi_msg_tensor_count (msg); k++) {
+            needed = s_needed_from (self, task->seg, zi_msg_tensor_name (msg, k));
+        }
+        if (needed) {
+            task->bag[kept++] = msg;
+        }
+        else {
+            zi_msg_destroy (&msg);
+        }
+    }
+    task->nbag = kept;
+}
+
+//  The smallest budget left among the task's requests, in ms (>= 1), or 0
+//  when none has a deadline.
+static uint32_t
+s_task_budget (zi_broker_t *self, const s_task_t *task, int64_t now)
+{
+    int64_t best = 0;
+    for (size_t i = 0; i < task->nreqs; i++) {
+        s_request_t *req = s_request_find (self, task->reqs[i].id);
+        if (req && req->deadline_at) {
+            int64_t left = req->deadline_at - now;
+            left = left < 1 ? 1 : left;
+            best = best == 0 || left < best ? left : best;
+        }
+    }
+    return best > UINT32_MAX ? UINT32_MAX : (uint32_t)best;
+}
+
+static void
+s_task_queue (zi_broker_t *self, s_task_t *task, bool front)
+{
+    s_segment_t *seg = &self->segs[task->seg];
+    zlistx_t *queue = seg->queue[task->prio];
+    task->handle = front ? zlistx_add_start (queue, task) : zlistx_add_end (queue, task);
+    task->state = S_QUEUED;
+    seg->queued++;
+}
+
+//  None of the task's requests is pending any more: drop it, unless a
+//  worker holds it (its RESULT or its death ends it) or the caller does.
+static void
+s_task_release (zi_broker_t *self, s_task_t *task)
+{
+    switch (task->state) {
+    case S_QUEUED:
+        zlistx_detach (self->segs[task->seg].queue[task->prio], task->handle);
+        self->segs[task->seg].queued--;
+        break;
+    case S_AGG_WAIT:
+        zlistx_detach (self->agg_wait, task->handle);
+        break;
+    case S_AGG_SENT:
+        zlistx_detach (task->agg->tasks, task->handle);
+        break;
+    default:
+        return;
+    }
+    s_task_destroy (self, &task);
+}
+
+static void s_request_fail (zi_broker_t *self, s_request_t *req, int code,
+                            const char *fmt, ...) __attribute__ ((format (printf, 4, 5)));
+
+//  Fail every pending request of a task the caller holds (S_HELD); the
+//  caller then destroys the task.
+static void
+s_task_fail (zi_broker_t *self, s_task_t *task, int code, const char *reason)
+{
+    assert (task->state == S_HELD);
+    for (size_t i = 0; i < task->nreqs; i++) {
+        s_request_t *req = s_request_find (self, task->reqs[i].id);
+        if (req) {
+            s_request_fail (self, req, code, "%s", reason);
+        }
+    }
+}
+
+//  A held task goes back to the front of its queue with attempt + 1, or
+//  fails when it has had its max_attempts dispatches.
+static void
+s_task_retry (zi_broker_t *self, s_task_t *task, const char *why)
+{
+    if (task->live == 0) {
+        s_task_destroy (self, &task);
+        return;
+    }
+    task->attempt++;
+    self->task.redispatched++;
+    if (task->attempt >= (uint32_t)self->max_attempts) {
+        char reason[ZI_MSG_MAX_REASON];
+        snprintf (reason, sizeof reason,
+                  "task %" PRIu64 " of segment %" PRIu32 " failed %" PRIu32
+                  " dispatches (last: %s)",
+                  task->tid, task->seg, task->attempt, why);
+        zi_log_warn ("BROKER-TASK-FAILED", "%s", reason);
+        s_task_fail (self, task, ZI_CODE_INTERNAL, reason);
+        s_task_destroy (self, &task);
+        return;
+    }
+    s_task_queue (self, task, true);
+}
+
+//  Build the TASK that carries the task's tensors `names` (copied: the bag
+//  keeps its own for a re-dispatch). NULL with err when one is missing.
+static zi_msg_t *
+s_task_msg (zi_broker_t *self, const s_task_t *task, uint32_t seg,
+            const char *const *names, size_t nnames, char *err, size_t errlen)
+{
+    zi_msg_t *msg = zi_msg_new (ZI_CMD_TASK);
+    if (!msg) {
+        snprintf (err, errlen, "out of memory");
+        return NULL;
+    }
+    zi_msg_set_id (msg, task->tid);
+    zi_msg_set_seg (msg, seg);
+    zi_msg_set_attempt (msg, task->attempt);
+    zi_msg_set_prio (
+        msg, (uint8_t)(task->prio <= ZI_MSG_MAX_PRIO ? task->prio : ZI_MSG_MAX_PRIO));
+    uint32_t budget = s_task_budget (self, task, s_now_ms ());
+    if (budget) {
+        zi_msg_set_deadline_ms (msg, budget);
+    }
+    int rc = zi_msg_set_reqs (msg, task->reqs, task->nreqs);
+    if (!rc) {
+        rc = zi_msg_set_mb (msg, task->mb, task->nmb);
+    }
+    for (size_t i = 0; !rc && i < nnames; i++) {
+        const zi_tensor_t *t = s_task_tensor (task, names[i]);
+        if (!t) {
+            snprintf (err, errlen,
+                      "task %" PRIu64 ": tensor '%s' for segment %" PRIu32
+                      " is missing (no earlier stage produced it)",
+                      task->tid, names[i], seg);
+            zi_msg_destroy (&msg);
+            return NULL;
+        }
+        rc = zi_msg_add_tensor_copy (msg, names[i], t);
+        self->copied_bytes += t->nbytes;
+    }
+    if (rc) {
+        snprintf (err, errlen, "task %" PRIu64 ": cannot build its TASK: %s", task->tid,
+                  zi_strerror (rc));
+        zi_msg_destroy (&msg);
+    }
+    return msg;
+}
+
+//  ---------------------------------------------------------------------
+//  Requests
+
+//  Rows [first, first+count) of a request came back from the stages.
+//  Returns 1 when they are new, 0 when all were seen before (a duplicate
+//  after a re-injection), -1 when they straddle seen rows or the request.
+static int
+s_request_rows (s_request_t *req, uint32_t first, uint32_t count)
+{
+    uint64_t end = (uint64_t)first + count;
+    if (count == 0 || end > req->rows) {
+        return -1;
+    }
+    for (size_t i = 0; i < req->nranges; i++) {
+        s_range_t *r = &req->ranges[i];
+        if (r->first < end && first < r->end) {
+            return first >= r->first && end <= r->end ? 0 : -1;
+        }
+    }
+    req->rows_in += count;
+    //  Micro-batches usually come in order: merge neighbours so the list
+    //  stays one range long.
+    for (size_t i = 0; i < req->nranges; i++) {
+        s_range_t *r = &req->ranges[i];
+        if (r->end == first) {
+            r->end = (uint32_t)end;
+            for (size_t j = 0; j < req->nranges; j++) {
+                if (req->ranges[j].first == r->end) {
+                    r->end = req->ranges[j].end;
+                    req->ranges[j] = req->ranges[--req->nranges];
+                    break;
+                }
+            }
+            return 1;
+        }
+        if (r->first == end) {
+            r->first = first;
+            return 1;
+        }
+    }
+    if (req->nranges >= S_MAX_RANGES) {
+        req->rows_in -= count;
+        return -1;
+    }
+    s_range_t *grown
+        = (s_range_t *)realloc (req->ranges, (req->nranges + 1) * sizeof *grown);
+    if (!grown) {
+        req->rows_in -= count;
+        return -1;
+    }
+    req->ranges = grown;
+    req->ranges[req->nranges++] = (s_range_t){ first, (uint32_t)end };
+    return 1;
+}
+
+static void
+s_request_add_tid (s_request_t *req, uint64_t tid)
+{
+    if (req->ntids && req->tids[req->ntids - 1] == tid) {
+        return;
+    }
+    if (req->ntids == req->captids) {
+        size_t cap = req->captids ? req->captids * 2 : 2;
+        uint64_t *grown = (uint64_t *)realloc (req->tids, cap * sizeof *grown);
+        if (!grown) {
+            return; //  the task then outlives the request a little
+        }
+        req->tids = grown;
+        req->captids = cap;
+    }
+    req->tids[req->ntids++] = tid;
+}
+
+//  Every row of the request came back from the stages: it no longer needs
+//  its inputs for a re-injection.
+static void
+s_request_entry_done (zi_broker_t *self, s_request_t *req)
+{
+    req->entry_done = true;
+    zi_msg_destroy (&req->inputs);
+    if (req->inject_handle) {
+        zlistx_detach (self->inject, req->inject_handle);
+        req->inject_handle = NULL;
+    }
+}
+
+static void
+s_request_free (s_request_t **req_p)
+{
+    s_request_t *req = *req_p;
+    if (req) {
+        zmsg_destroy (&req->envelope);
+        zi_msg_destroy (&req->inputs);
+        free (req->key);
+        free (req->ranges);
+        free (req->tids);
+        free (req);
+        *req_p = NULL;
+    }
+}
+
+//  The request has its answer (or never will): forget it, and drop the
+//  tasks that hold nothing else.
+static void
+s_request_forget (zi_broker_t *self, s_request_t *req)
+{
+    zhashx_delete (self->requests, &req->rid);
+    zhashx_delete (self->clients, req->key);
+    if (req->inject_handle) {
+        zlistx_detach (self->inject, req->inject_handle);
+        req->inject_handle = NULL;
+    }
+    for (size_t i = 0; i < req->ntids; i++) {
+        s_task_t *task = (s_task_t *)zhashx_lookup (self->tasks, &req->tids[i]);
+        if (!task) {
+            continue;
+        }
+        for (size_t k = 0; k < task->nreqs && task->live > 0; k++) {
+            if (task->reqs[k].id == req->rid) {
+                task->live--;
+            }
+        }
+        if (task->live == 0) {
+            s_task_release (self, task);
+        }
+    }
+    s_request_free (&req);
+}
+
+static void
+s_request_fail (zi_broker_t *self, s_request_t *req, int code, const char *fmt, ...)
+{
+    char reason[ZI_MSG_MAX_REASON + 1];
+    va_list ap;
+    va_start (ap, fmt);
+    vsnprintf (reason, sizeof reason, fmt, ap);
+    va_end (ap);
+    s_send_error (self, ZI_PLAN_EP_FRONT, req->envelope, true, req->client_id, code, "%s",
+                  reason);
+    self->req.failed++;
+    if (code == ZI_CODE_TIMEOUT) {
+        self->req.timeout++;
+    }
+    s_request_forget (self, req);
+}
+
+//  Send a REPLY (taken) to the request's client and forget the request.
+static void
+s_request_answer (zi_broker_t *self, s_request_t *req, zi_msg_t **reply_p)
+{
+    zi_msg_set_id (*reply_p, req->client_id);
+    zi_msg_send_to (reply_p, self->sock[ZI_PLAN_EP_FRONT], req->envelope);
+    self->req.completed++;
+    s_request_forget (self, req);
+}
+
+//  Count the task's pending requests, pick its class, and let each request
+//  know the task holds its rows.
+static void
+s_task_bind (zi_broker_t *self, s_task_t *task)
+{
+    for (size_t i = 0; i < task->nreqs; i++) {
+        s_request_t *req = s_request_find (self, task->reqs[i].id);
+        if (req) {
+            task->live++;
+            task->prio = zi_sched_prio_favoured (self->favour, task->prio, req->prio);
+            s_request_add_tid (req, task->tid);
+        }
+    }
+    if (task->prio < 0) {
+        task->prio = self->default_prio;
+    }
+}
+
+//  A TASK from the stages (intake): queue it for segment 0 unless every
+//  row it holds arrived before. Takes *msg_p.
+static void
+s_stage_task (zi_broker_t *self, zi_msg_t **msg_p)
+{
+    zi_msg_t *msg = *msg_p;
+    size_t n = 0;
+    const zi_msg_req_t *reqs = zi_msg_reqs (msg, &n);
+    bool fresh = false;
+    for (size_t i = 0; i < n; i++) {
+        s_request_t *req = s_request_find (self, reqs[i].id);
+        if (!req) {
+            continue;
+        }
+        int rc = s_request_rows (req, reqs[i].first, reqs[i].count);
+        if (rc > 0) {
+            fresh = true;
+        }
+        else if (rc < 0) {
+            zi_log_warn ("BROKER-TASK-ROWS",
+                         "intake TASK: rows [%" PRIu32 ", +%" PRIu32
+                         ") of request %" PRIu64 " (%" PRIu32
+                         " rows) overlap rows seen before or lie outside it",
+                         reqs[i].first, reqs[i].count, reqs[i].id, req->rows);
+        }
+    }
+    if (!fresh) {
+        self->task.stale++;
+        zi_msg_destroy (msg_p);
+        return;
+    }
+    s_task_t *task = s_task_new (self, reqs, n, zi_msg_mb (msg), zi_msg_nmb (msg));
+    if (!task || s_task_bag_add (task, msg_p)) {
+        zi_log_error ("BROKER-NOMEM", "out of memory queueing a task");
+        s_task_destroy (self, &task);
+        zi_msg_destroy (msg_p);
+        return;
+    }
+    s_task_bind (self, task);
+    for (size_t i = 0; i < n; i++) {
+        s_request_t *req = s_request_find (self, reqs[i].id);
+        if (req && !req->entry_done && req->rows_in == req->rows) {
+            s_request_entry_done (self, req);
+        }
+    }
+    s_task_queue (self, task, false);
+}
+
+//  ---------------------------------------------------------------------
+//  The stages: sending a request in, and what comes back on intake
+
+//  Send a request's inputs to the first stage. Returns 0, or -1 when the
+//  stage cannot take it now (no peer, or its queue is full).
+static int
+s_request_inject (zi_broker_t *self, s_request_t *req)
+{
+    int stage = self->has_pre ? S_STAGE_PRE : S_STAGE_PART;
+    zi_plan_ep_t ep = self->has_pre ? ZI_PLAN_EP_TO_PREPROCESS : ZI_PLAN_EP_TO_PARTITION;
+    if (!s_writable (self->sock[ep])) {
+        return -1;
+    }
+    zi_msg_t *msg = zi_msg_new (ZI_CMD_TASK);
+    if (!msg) {
+        return -1;
+    }
+    zi_msg_add_req (msg, req->rid, 0, req->rows);
+    zi_msg_set_mb (msg, 0, 1);
+    zi_msg_set_seg (msg, 0);
+    zi_msg_set_prio (
+        msg, (uint8_t)(req->prio <= ZI_MSG_MAX_PRIO ? req->prio : ZI_MSG_MAX_PRIO));
+    zi_msg_set_attempt (msg, req->entry_attempt);
+    int64_t now = s_now_ms ();
+    if (req->deadline_at) {
+        int64_t left = req->deadline_at - now;
+        zi_msg_set_deadline_ms (msg, left < 1 ? 1 : (uint32_t)left);
+    }
+    int rc = 0;
+    for (size_t i = 0; !rc && i < zi_msg_tensor_count (req->inputs); i++) {
+        const zi_tensor_t *t = zi_msg_tensor (req->inputs, i);
+        rc = zi_msg_add_tensor_copy (msg, zi_msg_tensor_name (req->inputs, i), t);
+        self->copied_bytes += t->nbytes;
+    }
+    if (rc) {
+        zi_msg_destroy (&msg);
+        return -1;
+    }
+    if (zi_msg_send (&msg, self->sock[ep])) {
+        return -1;
+    }
+    self->stage[stage].sent++;
+    req->entry_sent = now;
+    return 0;
+}
+
+//  Send what waits for the first stage, oldest first, until it pushes back.
+static void
+s_inject_pending (zi_broker_t *self)
+{
+    s_request_t *req;
+    while ((req = (s_request_t *)zlistx_first (self->inject))) {
+        if (s_request_inject (self, req)) {
+            break;
+        }
+        zlistx_detach (self->inject, req->inject_handle);
+        req->inject_handle = NULL;
+    }
+}
+
+static void
+s_handle_intake_msg (zi_broker_t *self, zi_plan_ep_t ep, zi_msg_t **msg_p)
+{
+    zi_msg_t *msg = *msg_p;
+    switch (zi_msg_cmd (msg)) {
+    case ZI_CMD_TASK:
+        s_stage_task (self, msg_p);
+        return;
+    case ZI_CMD_ERROR:
+        if (zi_msg_has (msg, "id")) {
+            s_request_t *req = s_request_find (self, zi_msg_id (msg));
+            if (req) {
+                s_request_fail (self, req, zi_msg_code (msg), "%s", zi_msg_reason (msg));
+            }
+            else {
+                self->task.replies_dropped++;
+            }
+            zi_msg_destroy (msg_p);
+            return;
+        }
+        break; //  an ERROR about nothing we can name
+    default:
+        break;
+    }
+    char summary[256];
+    self->dropped[ep]++;
+    zi_log_warn ("BROKER-UNEXPECTED", "%s: dropped %s", s_ep_name (ep),
+                 zi_msg_summary (msg, summary, sizeof summary));
+    zi_msg_destroy (msg_p);
+}
+
+static void
+s_handle_intake (zi_broker_t *self, zi_plan_ep_t ep)
+{
+    for (int n = 0; n < S_BATCH; n++) {
+        zi_msg_t *msg = NULL;
+        char err[256];
+        int rc = zi_msg_recv (self->sock[ep], &msg, err, sizeof err);
+        if (rc == ZI_ERR_IO) {
+            break;
+        }
+        if (ep == ZI_PLAN_EP_PREPROCESSED) {
+            self->stage[S_STAGE_PRE].received++;
+        }
+        else {
+            self->stage[S_STAGE_PART].received++;
+        }
+        if (rc) {
+            self->dropped[ep]++;
+            zi_log_warn ("BROKER-DECODE-DROPPED", "%s: %s", s_ep_name (ep), err);
+            continue;
+        }
+        s_handle_intake_msg (self, ep, &msg);
+    }
+}
+
+//  preprocess -> partition: relay whole messages without decoding them.
+static void
+s_handle_preprocessed (zi_broker_t *self)
+{
+    if (!self->has_part) {
+        s_handle_intake (self, ZI_PLAN_EP_PREPROCESSED);
+        return;
+    }
+    //  While partition cannot take more, what preprocess sends waits in
+    //  the preprocessed queue (and then in preprocess): backpressure, not
+    //  loss.
+    for (int n = 0; n < S_BATCH && s_writable (self->sock[ZI_PLAN_EP_TO_PARTITION]);
+         n++) {
+        zmsg_t *zmsg = zmsg_recv (self->sock[ZI_PLAN_EP_PREPROCESSED]);
+        if (!zmsg) {
+            break;
+        }
+        self->stage[S_STAGE_PRE].received++;
+        if (zmsg_send (&zmsg, self->sock[ZI_PLAN_EP_TO_PARTITION])) {
+            //  Lost a race with a partition process leaving: the stage
+            //  timeout sends the request in again.
+            self->dropped[ZI_PLAN_EP_PREPROCESSED]++;
+            zi_log_warn ("BROKER-RELAY-FAILED",
+                         "to_partition: cannot relay a message (%s)",
+                         zmq_strerror (errno));
+            zmsg_destroy (&zmsg);
+            continue;
+        }
+        self->stage[S_STAGE_PART].sent++;
+    }
+}
+
+//  ---------------------------------------------------------------------
+//  Front
+
+static const zi_plan_tensor_t *
+s_expected (const zi_broker_t *self, const char *name)
+{
+    for (size_t i = 0; i < self->nexpect; i++) {
+        if (strcmp (self->expect[i]->name, name) == 0) {
+            return self->expect[i];
+        }
+    }
+    return NULL;
+}
+
+static void
+s_expected_list (const zi_broker_t *self, char *buf, size_t len)
+{
+    size_t pos = 0;
+    buf[0] = 0;
+    for (size_t i = 0; i < self->nexpect && pos < len; i++) {
+        int n = snprintf (buf + pos, len - pos, "%s'%s'", i ? ", " : "",
+                          self->expect[i]->name);
+        pos += n > 0 ? (size_t)n : 0;
+    }
+}
+
+//  Check a REQUEST's tensors and find its batch size. 0 or BAD_REQUEST
+//  with the reason in err.
+static int
+s_check_request (const zi_broker_t *self, const zi_msg_t *msg, uint32_t *rows, char *err,
+                 size_t errlen)
+{
+    size_t n = zi_msg_tensor_count (msg);
+    char names[512];
+    s_expected_list (self, names, sizeof names);
+    if (n == 0) {
+        snprintf (err, errlen, "REQUEST carries no tensors (the model takes %s)", names);
+        return ZI_CODE_BAD_REQUEST;
+    }
+    int64_t batch = -1;
+    const char *first = NULL;
+    for (size_t i = 0; i < n; i++) {
+        const zi_tensor_t *t = zi_msg_tensor (msg, i);
+        const char *name = zi_msg_tensor_name (msg, i);
+        if (t->rank < 1) {
+            snprintf (err, errlen,
+                      "tensor '%s' is a scalar: inputs need a "
+                      "batch dimension first",
+                      name);
+            return ZI_CODE_BAD_REQUEST;
+        }
+        if (batch < 0) {
+            batch = t->ne[0];
+            first = name;
+        }
+        else if (t->ne[0] != batch) {
+            snprintf (err, errlen,
+                      "tensor '%s' has %" PRId64 " rows but '%s' "
+                      "has %" PRId64 ": every input needs the same batch size",
+                      name, t->ne[0], first, batch);
+            return ZI_CODE_BAD_REQUEST;
+        }
+        if (!self->expect) {
+            continue;
+        }
+        const zi_plan_tensor_t *want = s_expected (self, name);
+        if (!want) {
+            snprintf (err, errlen, "unknown input '%s' (the model takes %s)", name,
+                      names);
+            return ZI_CODE_BAD_REQUEST;
+        }
+        if (!self->check_shapes) {
+            continue;
+        }
+        char got[128], need[128];
+        zi_tensor_shape_str (t, got, sizeof got);
+        zi_shape_str (want->rank, want->shape, need, sizeof need);
+        if (want->dtype != ZI_DT_UNDEFINED && t->dtype != want->dtype) {
+            snprintf (err, errlen, "input '%s': dtype %s, the model takes %s", name,
+                      zi_dtype_name (t->dtype), zi_dtype_name (want->dtype));
+            return ZI_CODE_BAD_REQUEST;
+        }
+        bool same = want->rank == t->rank;
+        for (int k = 1; same && k < t->rank; k++) {
+            same = want->shape[k] < 0 || want->shape[k] == t->ne[k];
+        }
+        if (!same) {
+            snprintf (err, errlen, "input '%s': shape %s, the model takes %s", name, got,
+                      need);
+            return ZI_CODE_BAD_REQUEST;
+        }
+    }
+    for (size_t i = 0; self->expect && i < self->nexpect; i++) {
+        if (!zi_msg_tensor_find (msg, self->expect[i]->name)) {
+            snprintf (err, errlen, "missing input '%s' (the model takes %s)",
+                      self->expect[i]->name, names);
+            return ZI_CODE_BAD_REQUEST;
+        }
+    }
+    if (batch < 1 || batch > UINT32_MAX) {
+        snprintf (err, errlen, "batch of %" PRId64 " rows: needs 1 to %" PRIu32, batch,
+                  UINT32_MAX);
+        return ZI_CODE_BAD_REQUEST;
+    }
+    *rows = (uint32_t)batch;
+    return 0;
+}
+
+//  Takes *envelope_p and *msg_p.
+static void
+s_front_request (zi_broker_t *self, zmsg_t **envelope_p, zi_msg_t **msg_p)
+{
+    zi_msg_t *msg = *msg_p;
+    uint64_t id = zi_msg_id (msg);
+    char *hex = s_routing_hex (*envelope_p);
+    char *key = hex ? zsys_sprintf ("%s/%" PRIu64, hex, id) : NULL;
+    free (hex);
+    if (!key) {
+        s_send_error (self, ZI_PLAN_EP_FRONT, *envelope_p, true, id, ZI_CODE_INTERNAL,
+                      "broker out of memory");
+        goto done;
+    }
+    if (zhashx_lookup (self->clients, key)) {
+        self->req.duplicates++; //  its one answer is on its way
+        goto done;
+    }
+    if (self->draining) {
+        s_send_error (self, ZI_PLAN_EP_FRONT, *envelope_p, true, id, ZI_CODE_UNAVAILABLE,
+                      "broker is shutting down");
+        goto done;
+    }
+    int prio = self->default_prio;
+    if (zi_msg_has (msg, "prio")) {
+        prio = zi_msg_prio (msg);
+        if ((size_t)prio >= self->nclasses) {
+            s_send_error (self, ZI_PLAN_EP_FRONT, *envelope_p, true, id,
+                          ZI_CODE_BAD_REQUEST,
+                          "priority class %d is not in the plan (classes 0..%zu)", prio,
+                          self->nclasses - 1);
+            goto done;
+        }
+    }
+    char err[ZI_MSG_MAX_REASON];
+    uint32_t rows = 0;
+    int code = s_check_request (self, msg, &rows, err, sizeof err);
+    if (code) {
+        s_send_error (self, ZI_PLAN_EP_FRONT, *envelope_p, true, id, code, "%s", err);
+        goto done;
+    }
+    size_t inflight = zhashx_size (self->requests);
+    if ((int64_t)inflight >= self->queue_limit) {
+        self->req.busy++;
+        s_send_error (self, ZI_PLAN_EP_FRONT, *envelope_p, true, id, ZI_CODE_BUSY,
+                      "pipeline full: %zu requests in flight (queue_limit %" PRId64 ")",
+                      inflight, self->queue_limit);
+        goto done;
+    }
+    s_request_t *req = (s_request_t *)calloc (1, sizeof *req);
+    if (!req) {
+        s_send_error (self, ZI_PLAN_EP_FRONT, *envelope_p, true, id, ZI_CODE_INTERNAL,
+                      "broker out of memory");
+        goto done;
+    }
+    int64_t now = s_now_ms ();
+    req->rid = ++self->next_rid;
+    req->client_id = id;
+    req->envelope = *envelope_p;
+    *envelope_p = NULL;
+    req->key = key;
+    key = NULL;
+    req->prio = prio;
+    req->admitted = now;
+    req->budget_ms = zi_msg_deadline_ms (msg);
+    if (req->budget_ms == 0 && self->default_deadline > 0) {
+        req->budget_ms = self->default_deadline > UINT32_MAX
+                             ? UINT32_MAX
+                             : (uint32_t)self->default_deadline;
+    }
+    req->deadline_at = req->budget_ms ? now + req->budget_ms : 0;
+    req->rows = rows;
+    zhashx_insert (self->requests, &req->rid, req);
+    zhashx_insert (self->clients, req->key, req);
+    self->req.admitted++;
+    if (self->has_pre || self->has_part) {
+        req->inputs = msg;
+        *msg_p = NULL;
+        req->inject_handle = zlistx_add_end (self->inject, req);
+        s_inject_pending (self);
+    }
+    else {
+        //  No stage in front of the segments: the request is one task.
+        zi_msg_req_t entry = { req->rid, 0, rows };
+        s_task_t *task = s_task_new (self, &entry, 1, 0, 1);
+        if (!task || s_task_bag_add (task, msg_p)) {
+            s_task_destroy (self, &task);
+            s_request_fail (self, req, ZI_CODE_INTERNAL, "broker out of memory");
+            goto done;
+        }
+        s_request_rows (req, 0, rows);
+        req->entry_done = true;
+        s_task_bind (self, task);
+        s_task_queue (self, task, false);
+    }
+done:
+    free (key);
+    zmsg_destroy (envelope_p);
+    zi_msg_destroy (msg_p);
+}
+
+static void s_front_stats (zi_broker_t *self, zmsg_t *envelope, uint64_t id);
+
+static bool
+s_ready (const zi_broker_t *self)
+{
+    for (size_t s = 0; s < self->nsegs; s++) {
+        if (zi_sched_sel_size (self->segs[s].sel) == 0) {
+            return false;
+        }
+    }
+    return !self->draining;
+}
+
+static void
+s_handle_front (zi_broker_t *self)
+{
+    zsock_t *sock = self->sock[ZI_PLAN_EP_FRONT];
+    for (int n = 0; n < S_BATCH; n++) {
+        zmsg_t *envelope = NULL;
+        zi_msg_t *msg = NULL;
+        char err[ZI_MSG_MAX_REASON];
+        int rc = zi_msg_recv_from (sock, &envelope, &msg, err, sizeof err);
+        if (rc == ZI_ERR_IO && !envelope) {
+            break;
+        }
+        if (rc) {
+            self->dropped[ZI_PLAN_EP_FRONT]++;
+            zi_log_info ("BROKER-BAD-MESSAGE", "front: %s", err);
+            if (envelope) {
+                s_send_error (self, ZI_PLAN_EP_FRONT, envelope, false, 0,
+                              zi_code_from_err (rc), "%s", err);
+            }
+            zmsg_destroy (&envelope);
+            continue;
+        }
+        switch (zi_msg_cmd (msg)) {
+        case ZI_CMD_REQUEST:
+            s_front_request (self, &envelope, &msg);
+            break;
+        case ZI_CMD_STATS:
+            s_front_stats (self, envelope, zi_msg_id (msg));
+            break;
+        case ZI_CMD_HEALTH: {
+            zi_msg_t *reply = zi_msg_new (ZI_CMD_HEALTH_REPLY);
+            if (reply) {
+                zi_msg_set_id (reply, zi_msg_id (msg));
+                zi_msg_set_health (reply, true, s_ready (self));
+                zi_msg_send_to (&reply, sock, envelope);
+            }
+            break;
+        }
+        case ZI_CMD_ERROR:
+            //  Never answer an ERROR with an ERROR.
+            self->dropped[ZI_PLAN_EP_FRONT]++;
+            break;
+        default:
+            self->dropped[ZI_PLAN_EP_FRONT]++;
+            s_send_error (self, ZI_PLAN_EP_FRONT, envelope, zi_msg_has (msg, "id"),
+                          zi_msg_id (msg), ZI_CODE_BAD_REQUEST,
+                          "%s is not accepted on front (REQUEST, STATS, "
+                          "HEALTH are)",
+                          zi_cmd_name (zi_msg_cmd (msg)));
+        }
+        zmsg_destroy (&envelope);
+        zi_msg_destroy (&msg);
+    }
+}
+
+//  ---------------------------------------------------------------------
+//  Workers
+
+static double
+s_effective_capacity (const s_worker_t *w)
+{
+    //  A worker that takes no task in flight cannot be in the rotation: the
+    //  segment would wait for it forever.
+    return w->credit > 0 ? w->capacity : 0;
+}
+
+//  The worker's outstanding tasks go back to the front of their queue, in
+//  their order, with attempt + 1.
+static void
+s_worker_requeue (zi_broker_t *self, s_worker_t *w, const char *why)
+{
+    s_segment_t *seg = &self->segs[w->seg];
+    char reason[256];
+    snprintf (reason, sizeof reason, "replica %s %s", w->name, why);
+    s_task_t *task;
+    while ((task = (s_task_t *)zlistx_last (w->tasks))) {
+        zlistx_detach_cur (w->tasks);
+        w->inflight--;
+        seg->inflight--;
+        task->state = S_HELD;
+        task->worker = NULL;
+        task->handle = NULL;
+        s_task_retry (self, task, reason);
+    }
+}
+
+//  Remove a worker and re-queue what it held.
+static void
+s_worker_remove (zi_broker_t *self, s_worker_t *w, const char *why)
+{
+    s_segment_t *seg = &self->segs[w->seg];
+    s_worker_requeue (self, w, why);
+    zi_sched_sel_remove (seg->sel, w->slot);
+    if ((size_t)w->slot < seg->nslots) {
+        seg->slots[w->slot] = NULL;
+    }
+    zhashx_delete (self->workers, w->key);
+    zlistx_destroy (&w->tasks);
+    zmsg_destroy (&w->envelope);
+    free (w->name);
+    free (w->key);
+    free (w);
+}
+
+static void
+s_worker_ready (zi_broker_t *self, s_worker_t *w, const char *key, zmsg_t **envelope_p,
+                zi_msg_t *msg)
+{
+    uint32_t s = zi_msg_seg (msg);
+    const char *name = zi_msg_name (msg) ? zi_msg_name (msg) : key;
+    if (s >= self->nsegs) {
+        s_send_error (self, ZI_PLAN_EP_WORK, *envelope_p, false, 0, ZI_CODE_BAD_REQUEST,
+                      "READY for segment %" PRIu32 ": the plan has segments "
+                      "0..%zu",
+                      s, self->nsegs - 1);
+        if (w) {
+            s_worker_remove (self, w, "sent a bad READY");
+        }
+        return;
+    }
+    if (self->draining) {
+        s_send_command (self, ZI_PLAN_EP_WORK, *envelope_p, ZI_CMD_DISCONNECT,
+                        "broker is shutting down");
+        return;
+    }
+    const zi_plan_segment_t *planned = NULL;
+    if (zi_plan_find_replica (self->plan, name, &planned, NULL) && planned
+        && planned != &self->plan->segments[s]) {
+        zi_log_warn ("BROKER-WORKER-SEGMENT",
+                     "worker %s serves segment %" PRIu32 ", the plan puts it "
+                     "in segment %" PRId64,
+                     name, s, planned->index);
+    }
+    if (w && w->seg != s) {
+        s_worker_remove (self, w, "moved to another segment");
+        w = NULL;
+    }
+    s_segment_t *seg = &self->segs[s];
+    if (!w) {
+        if (zhashx_size (self->workers) >= S_MAX_WORKERS) {
+            s_send_error (self, ZI_PLAN_EP_WORK, *envelope_p, false, 0,
+                          ZI_CODE_UNAVAILABLE, "too many workers (%d)", S_MAX_WORKERS);
+            return;
+        }
+        w = (s_worker_t *)calloc (1, sizeof *w);
+        if (!w || !(w->key = strdup (key)) || !(w->tasks = zlistx_new ())) {
+            if (w) {
+                free (w->key);
+                free (w);
+            }
+            return;
+        }
+        w->envelope = *envelope_p;
+        *envelope_p = NULL;
+        w->seg = s;
+        w->capacity = zi_msg_capacity (msg);
+        w->credit = zi_msg_credit (msg);
+        w->slot = zi_sched_sel_add (seg->sel, s_effective_capacity (w));
+        if (w->slot >= 0 && (size_t)w->slot >= seg->nslots) {
+            size_t n = (size_t)w->slot + 1;
+            s_worker_t **grown = (s_worker_t **)realloc (seg->slots, n * sizeof *grown);
+            if (grown) {
+                for (size_t i = seg->nslots; i < n; i++) {
+                    grown[i] = NULL;
+                }
+                seg->slots = grown;
+                seg->nslots = n;
+            }
+        }
+        if (w->slot < 0 || (size_t)w->slot >= seg->nslots) {
+            if (w->slot >= 0) {
+                zi_sched_sel_remove (seg->sel, w->slot);
+            }
+            zlistx_destroy (&w->tasks);
+            zmsg_destroy (&w->envelope);
+            free (w->key);
+            free (w);
+            return;
+        }
+        seg->slots[w->slot] = w;
+        zhashx_insert (self->workers, w->key, w);
+    }
+    else {
+        //  A worker says READY when it starts (or restarts under the same
+        //  name) and when the broker forgot it: what it held is lost.
+        if (zlistx_size (w->tasks)) {
+            zi_log_info ("BROKER-WORKER-RESTARTED",
+                         "worker %s said READY again: %zu tasks re-queued", w->name,
+                         zlistx_size (w->tasks));
+            s_worker_requeue (self, w, "restarted");
+        }
+        w->capacity = zi_msg_capacity (msg);
+        w->credit = zi_msg_credit (msg);
+        zi_sched_sel_set_capacity (seg->sel, w->slot, s_effective_capacity (w));
+    }
+    if (!w->name || strcmp (w->name, name) != 0) {
+        free (w->name);
+        w->name = strdup (name);
+        w->stats = s_rstats_get (self, name);
+    }
+    if (w->stats) {
+        w->stats->seg = s;
+        w->stats->capacity = w->capacity;
+    }
+    int64_t now = s_now_ms ();
+    w->last_recv = now;
+    zi_log_info ("BROKER-WORKER-READY",
+                 "worker %s: segment %" PRIu32 ", capacity %g, credit %" PRIu32
+                 " (%zu replicas in the rotation)",
+                 w->name ? w->name : key, s, w->capacity, w->credit,
+                 zi_sched_sel_size (seg->sel));
+}
+
+static void s_task_advance (zi_broker_t *self, s_task_t *task);
+
+//  The worker's outstanding task for this id, detached from it (credit
+//  returned), or NULL when it holds none such.
+static s_task_t *
+s_worker_take (zi_broker_t *self, s_worker_t *w, uint64_t tid)
+{
+    s_task_t *task = (s_task_t *)zhashx_lookup (self->tasks, &tid);
+    if (!task || task->state != S_INFLIGHT || task->worker != w) {
+        return NULL;
+    }
+    zlistx_detach (w->tasks, task->handle);
+    w->inflight--;
+    self->segs[w->seg].inflight--;
+    task->state = S_HELD;
+    task->worker = NULL;
+    task->handle = NULL;
+    return task;
+}
+
+static void
+s_worker_result (zi_broker_t *self, s_worker_t *w, zi_msg_t **msg_p)
+{
+    zi_msg_t *msg = *msg_p;
+    s_task_t *task = s_worker_take (self, w, zi_msg_id (msg));
+    if (!task) {
+        self->task.results_dropped++;
+        zi_log_debug ("BROKER-RESULT-DROPPED",
+                      "RESULT for task %" PRIu64 " from %s: not outstanding "
+                      "there (duplicate or late)",
+                      zi_msg_id (msg), w->name);
+        zi_msg_destroy (msg_p);
+        return;
+    }
+    if (zi_msg_seg (msg) != task->seg) {
+        zi_log_warn ("BROKER-RESULT-SEGMENT",
+                     "RESULT for task %" PRIu64 " from %s says segment %" PRIu32
+                     ", it ran segment %" PRIu32,
+                     task->tid, w->name, zi_msg_seg (msg), task->seg);
+    }
+    s_rstats_latency (w->stats, s_now_us () - task->sent_us);
+    self->segs[w->seg].done++;
+    if (task->live == 0 || s_task_bag_add (task, msg_p)) {
+        s_task_destroy (self, &task);
+        zi_msg_destroy (msg_p);
+        return;
+    }
+    task->seg++;
+    task->attempt = 0;
+    s_task_prune (self, task);
+    s_task_advance (self, task);
+}
+
+static void
+s_worker_error (zi_broker_t *self, s_worker_t *w, zi_msg_t *msg)
+{
+    s_task_t *task
+        = zi_msg_has (msg, "id") ? s_worker_take (self, w, zi_msg_id (msg)) : NULL;
+    if (!task) {
+        self->task.results_dropped++;
+        char summary[256];
+        zi_log_warn ("BROKER-WORKER-ERROR", "from %s, for no task of its: %s", w->name,
+                     zi_msg_summary (msg, summary, sizeof summary));
+        return;
+    }
+    if (w->stats) {
+        w->stats->errors++;
+    }
+    zi_log_info ("BROKER-WORKER-ERROR",
+                 "task %" PRIu64 " failed at %s (segment %" PRIu32 "): %d %s", task->tid,
+                 w->name, task->seg, zi_msg_code (msg), zi_msg_reason (msg));
+    s_task_fail (self, task, zi_msg_code (msg), zi_msg_reason (msg));
+    s_task_destroy (self, &task);
+}
+
+static void
+s_handle_work (zi_broker_t *self)
+{
+    zsock_t *sock = self->sock[ZI_PLAN_EP_WORK];
+    for (int n = 0; n < S_BATCH; n++) {
+        zmsg_t *envelope = NULL;
+        zi_msg_t *msg = NULL;
+        char err[ZI_MSG_MAX_REASON];
+        int rc = zi_msg_recv_from (sock, &envelope, &msg, err, sizeof err);
+        if (rc == ZI_ERR_IO && !envelope) {
+            break;
+        }
+        char *key = s_routing_hex (envelope);
+        s_worker_t *w = key ? (s_worker_t *)zhashx_lookup (self->workers, key) : NULL;
+        if (rc || !key) {
+            self->dropped[ZI_PLAN_EP_WORK]++;
+            zi_log_warn ("BROKER-BAD-MESSAGE", "work: from %s: %s",
+                         w ? w->name : "an unknown peer", err);
+            if (envelope && rc) {
+                s_send_error (self, ZI_PLAN_EP_WORK, envelope, false, 0,
+                              zi_code_from_err (rc), "%s", err);
+            }
+            goto next;
+        }
+        zi_cmd_t cmd = zi_msg_cmd (msg);
+        if (cmd == ZI_CMD_READY) {
+            s_worker_ready (self, w, key, &envelope, msg);
+            goto next;
+        }
+        if (!w) {
+            //  Declared dead, or never said READY: it must start over.
+            if (cmd != ZI_CMD_DISCONNECT) {
+                if (cmd == ZI_CMD_RESULT) {
+                    self->task.results_dropped++;
+                }
+                s_send_command (self, ZI_PLAN_EP_WORK, envelope, ZI_CMD_DISCONNECT,
+                                "unknown worker: send READY first");
+            }
+            goto next;
+        }
+        w->last_recv = s_now_ms ();
+        switch (cmd) {
+        case ZI_CMD_RESULT:
+            s_worker_result (self, w, &msg);
+            break;
+        case ZI_CMD_ERROR:
+            s_worker_error (self, w, msg);
+            break;
+        case ZI_CMD_HEARTBEAT:
+            break;
+        case ZI_CMD_DISCONNECT:
+            zi_log_info ("BROKER-WORKER-GONE",
+                         "worker %s (segment %" PRIu32 ") disconnected: %s;"
+                         " %zu tasks re-queued",
+                         w->name, w->seg, zi_msg_reason (msg) ? zi_msg_reason (msg) : "-",
+                         zlistx_size (w->tasks));
+            s_worker_remove (self, w, "disconnected");
+            break;
+        default:
+            self->dropped[ZI_PLAN_EP_WORK]++;
+            s_send_error (self, ZI_PLAN_EP_WORK, envelope, false, 0, ZI_CODE_BAD_REQUEST,
+                          "%s is not accepted on work", zi_cmd_name (cmd));
+        }
+    next:
+        free (key);
+        zmsg_destroy (&envelope);
+        zi_msg_destroy (&msg);
+    }
+}
+
+//  ---------------------------------------------------------------------
+//  Aggregators
+
+static s_agg_t *
+s_agg_find (zi_broker_t *self, const char *key, uint64_t serial)
+{
+    for (s_agg_t *agg = (s_agg_t *)zlistx_first (self->aggs); agg;
+         agg = (s_agg_t *)zlistx_next (self->aggs)) {
+        if ((key && strcmp (agg->key, key) == 0) || (serial && agg->serial == serial)) {
+            return agg;
+        }
+    }
+    return NULL;
+}
+
+static s_agg_t *
+s_agg_find_name (zi_broker_t *self, const char *name)
+{
+    for (s_agg_t *agg = (s_agg_t *)zlistx_first (self->aggs); agg;
+         agg = (s_agg_t *)zlistx_next (self->aggs)) {
+        if (strcmp (agg->name, name) == 0) {
+            return agg;
+        }
+    }
+    return NULL;
+}
+
+//  Remove an aggregator; the tasks it holds wait for another one, and
+//  their requests will meet wherever the hash now sends them.
+static void
+s_agg_remove (zi_broker_t *self, s_agg_t *agg)
+{
+    s_task_t *task;
+    while ((task = (s_task_t *)zlistx_last (agg->tasks))) {
+        zlistx_detach_cur (agg->tasks);
+        for (size_t i = 0; i < task->nreqs; i++) {
+            s_request_t *req = s_request_find (self, task->reqs[i].id);
+            if (req && req->agg_serial == agg->serial) {
+                req->agg_serial = 0;
+            }
+        }
+        task->agg = NULL;
+        task->state = S_AGG_WAIT;
+        task->handle = zlistx_add_start (self->agg_wait, task);
+    }
+    for (s_agg_t *it = (s_agg_t *)zlistx_first (self->aggs); it;
+         it = (s_agg_t *)zlistx_next (self->aggs)) {
+        if (it == agg) {
+            zlistx_detach_cur (self->aggs);
+            break;
+        }
+    }
+    zlistx_destroy (&agg->tasks);
+    zmsg_destroy (&agg->envelope);
+    free (agg->name);
+    free (agg->key);
+    free (agg);
+}
+
+static void
+s_agg_hello (zi_broker_t *self, s_agg_t *agg, const char *key, zmsg_t **envelope_p,
+             zi_msg_t *msg)
+{
+    const char *name = zi_msg_name (msg) ? zi_msg_name (msg) : key;
+    double capacity = 0;
+    if (zi_msg_has (msg, "cap") && zi_msg_capacity (msg) > 0) {
+        capacity = zi_msg_capacity (msg);
+    }
+    const zi_plan_stage_t *stage = NULL;
+    const zi_plan_replica_t *planned
+        = zi_plan_find_replica (self->plan, name, NULL, &stage);
+    if (capacity <= 0) {
+        capacity = planned && planned->capacity > 0 ? planned->capacity : 1;
+    }
+    bool fresh = !agg;
+    if (!agg) {
+        if (zlistx_size (self->aggs) >= S_MAX_AGGS) {
+            s_send_error (self, ZI_PLAN_EP_TO_AGGREGATE, *envelope_p, false, 0,
+                          ZI_CODE_UNAVAILABLE, "too many aggregators (%d)", S_MAX_AGGS);
+            return;
+        }
+        agg = (s_agg_t *)calloc (1, sizeof *agg);
+        if (!agg || !(agg->key = strdup (key)) || !(agg->tasks = zlistx_new ())
+            || !(agg->name = strdup (name))) {
+            if (agg) {
+                zlistx_destroy (&agg->tasks);
+                free (agg->key);
+                free (agg);
+            }
+            return;
+        }
+        agg->serial = ++self->next_agg;
+        agg->envelope = *envelope_p;
+        *envelope_p = NULL;
+        zlistx_add_end (self->aggs, agg);
+    }
+    else if (strcmp (agg->name, name) != 0) {
+        char *copy = strdup (name);
+        if (copy) {
+            free (agg->name);
+            agg->name = copy;
+        }
+    }
+    if (!fresh && zi_msg_cmd (msg) == ZI_CMD_READY && zlistx_size (agg->tasks)) {
+        //  It (re)started: the tasks it held are gone with the old process.
+        //  They go to it again (their requests stay with it).
+        zi_log_info ("BROKER-AGG-RESTARTED",
+                     "aggregator %s said READY again: %zu tasks sent again", agg->name,
+                     zlistx_size (agg->tasks));
+        s_task_t *task;
+        while ((task = (s_task_t *)zlistx_last (agg->tasks))) {
+            zlistx_detach_cur (agg->tasks);
+            task->agg = NULL;
+            task->state = S_AGG_WAIT;
+            task->handle = zlistx_add_start (self->agg_wait, task);
+        }
+    }
+    bool changed = agg->capacity != capacity;
+    agg->capacity = capacity;
+    agg->last_recv = s_now_ms ();
+    if (fresh || changed || zi_msg_cmd (msg) == ZI_CMD_READY) {
+        zi_log_info ("BROKER-AGG-READY", "aggregator %s: capacity %g (%zu aggregators)",
+                     agg->name, agg->capacity, zlistx_size (self->aggs));
+    }
+}
+
+static void
+s_handle_aggregate (zi_broker_t *self)
+{
+    zi_plan_ep_t ep = ZI_PLAN_EP_TO_AGGREGATE;
+    for (int n = 0; n < S_BATCH; n++) {
+        zmsg_t *envelope = NULL;
+        zi_msg_t *msg = NULL;
+        char err[ZI_MSG_MAX_REASON];
+        int rc = zi_msg_recv_from (self->sock[ep], &envelope, &msg, err, sizeof err);
+        if (rc == ZI_ERR_IO && !envelope) {
+            break;
+        }
+        char *key = s_routing_hex (envelope);
+        s_agg_t *agg = key ? s_agg_find (self, key, 0) : NULL;
+        if (rc || !key) {
+            self->dropped[ep]++;
+            zi_log_warn ("BROKER-BAD-MESSAGE", "to_aggregate: %s", err);
+            if (envelope && rc) {
+                s_send_error (self, ep, envelope, false, 0, zi_code_from_err (rc), "%s",
+                              err);
+            }
+            goto next;
+        }
+        if (agg) {
+            agg->last_recv = s_now_ms ();
+        }
+        switch (zi_msg_cmd (msg)) {
+        case ZI_CMD_READY:
+        case ZI_CMD_HEARTBEAT:
+            if (self->draining) {
+                s_send_command (self, ep, envelope, ZI_CMD_DISCONNECT,
+                                "broker is shutting down");
+            }
+            else {
+                s_agg_hello (self, agg, key, &envelope, msg);
+            }
+            break;
+        case ZI_CMD_DISCONNECT:
+            if (agg) {
+                zi_log_info ("BROKER-AGG-GONE",
+                             "aggregator %s disconnected; %zu tasks move", agg->name,
+                             zlistx_size (agg->tasks));
+                s_agg_remove (self, agg);
+            }
+            break;
+        case ZI_CMD_ERROR: {
+            char summary[256];
+            self->dropped[ep]++;
+            zi_log_warn ("BROKER-AGG-ERROR", "from %s: %s",
+                         agg ? agg->name : "an unknown aggregator",
+                         zi_msg_summary (msg, summary, sizeof summary));
+            break;
+        }
+        default:
+            self->dropped[ep]++;
+            s_send_error (self, ep, envelope, false, 0, ZI_CODE_BAD_REQUEST,
+                          "%s is not accepted on to_aggregate",
+                          zi_cmd_name (zi_msg_cmd (msg)));
+        }
+    next:
+        free (key);
+        zmsg_destroy (&envelope);
+        zi_msg_destroy (&msg);
+    }
+}
+
+//  The aggregator for a task: the one its first request already uses while
+//  that one lives, else the rendezvous choice among the live ones.
+static s_agg_t *
+s_agg_for (zi_broker_t *self, const s_task_t *task)
+{
+    size_t n = zlistx_size (self->aggs);
+    if (n == 0) {
+        return NULL;
+    }
+    uint64_t rid = task->reqs[0].id;
+    s_request_t *req = s_request_find (self, rid);
+    if (req && req->agg_serial) {
+        s_agg_t *agg = s_agg_find (self, NULL, req->agg_serial);
+        if (agg) {
+            return agg;
+        }
+    }
+    s_agg_t *best = NULL;
+    double best_score = 0;
+    for (s_agg_t *agg = (s_agg_t *)zlistx_first (self->aggs); agg;
+         agg = (s_agg_t *)zlistx_next (self->aggs)) {
+        double score = zi_sched_hrw_score (rid, agg->name, agg->capacity);
+        if (!best || score > best_score) {
+            best = agg;
+            best_score = score;
+        }
+    }
+    if (req && best) {
+        req->agg_serial = best->serial;
+    }
+    return best;
+}
+
+static void
+s_dispatch_aggs (zi_broker_t *self)
+{
+    s_task_t *task;
+    while ((task = (s_task_t *)zlistx_first (self->agg_wait))) {
+        s_agg_t *agg = s_agg_for (self, task);
+        if (!agg) {
+            break; //  tasks wait; their deadlines still run
+        }
+        zlistx_detach (self->agg_wait, task->handle);
+        task->state = S_HELD;
+        task->handle = NULL;
+        char err[ZI_MSG_MAX_REASON];
+        zi_msg_t *msg = s_task_msg (self, task, (uint32_t)self->nsegs, self->out_names,
+                                    self->nout, err, sizeof err);
+        if (!msg) {
+            zi_log_error ("BROKER-TASK-FAILED", "%s", err);
+            s_task_fail (self, task, ZI_CODE_INTERNAL, err);
+            s_task_destroy (self, &task);
+            continue;
+        }
+        zi_msg_send_to (&msg, self->sock[ZI_PLAN_EP_TO_AGGREGATE], agg->envelope);
+        self->stage[S_STAGE_AGG].sent++;
+        agg->sent++;
+        agg->last_send = s_now_ms ();
+        task->state = S_AGG_SENT;
+        task->agg = agg;
+        task->handle = zlistx_add_end (agg->tasks, task);
+    }
+}
+
+//  ---------------------------------------------------------------------
+//  Results
+
+static void
+s_handle_results (zi_broker_t *self)
+{
+    zi_plan_ep_t ep = ZI_PLAN_EP_RESULTS;
+    for (int n = 0; n < S_BATCH; n++) {
+        zi_msg_t *msg = NULL;
+        char err[256];
+        int rc = zi_msg_recv (self->sock[ep], &msg, err, sizeof err);
+        if (rc == ZI_ERR_IO) {
+            break;
+        }
+        self->stage[S_STAGE_AGG].received++;
+        if (rc) {
+            self->dropped[ep]++;
+            zi_log_warn ("BROKER-DECODE-DROPPED", "results: %s", err);
+            continue;
+        }
+        s_request_t *req
+            = zi_msg_has (msg, "id") ? s_request_find (self, zi_msg_id (msg)) : NULL;
+        switch (zi_msg_cmd (msg)) {
+        case ZI_CMD_REPLY: {
+            if (!req) {
+                self->task.replies_dropped++;
+                break;
+            }
+            //  The frames move to the client as they came: no copy.
+            zi_msg_t *reply = zi_msg_new (ZI_CMD_REPLY);
+            if (!reply || zi_msg_move_tensors (reply, msg)) {
+                zi_msg_destroy (&reply);
+                s_request_fail (self, req, ZI_CODE_INTERNAL,
+                                "broker cannot forward the reply");
+                break;
+            }
+            s_request_answer (self, req, &reply);
+            break;
+        }
+        case ZI_CMD_ERROR:
+            if (!req) {
+                self->task.replies_dropped++;
+                break;
+            }
+            s_request_fail (self, req, zi_msg_code (msg), "%s", zi_msg_reason (msg));
+            break;
+        case ZI_CMD_HEARTBEAT: {
+            s_agg_t *agg
+                = zi_msg_name (msg) ? s_agg_find_name (self, zi_msg_name (msg)) : NULL;
+            if (agg) {
+                agg->last_recv = s_now_ms ();
+            }
+            break;
+        }
+        default: {
+            char summary[256];
+            self->dropped[ep]++;
+            zi_log_warn ("BROKER-UNEXPECTED", "results: dropped %s",
+                         zi_msg_summary (msg, summary, sizeof summary));
+        }
+        }
+        zi_msg_destroy (&msg);
+    }
+}
+
+//  No aggregate stage: answer each request of a coalesced task with its
+//  rows of the model outputs.
+static void
+s_reply_direct (zi_broker_t *self, s_task_t *task)
+{
+    uint64_t offset = 0;
+    for (size_t i = 0; i < task->nreqs; i++) {
+        const zi_msg_req_t *e = &task->reqs[i];
+        s_request_t *req = s_request_find (self, e->id);
+        if (req && task->nmb != 1) {
+            s_request_fail (self, req, ZI_CODE_INTERNAL,
+                            "micro-batches need an aggregate stage to meet, "
+                            "and the plan has none");
+        }
+        else if (req) {
+            zi_msg_t *reply = zi_msg_new (ZI_CMD_REPLY);
+            int rc = reply ? 0 : ZI_ERR_NOMEM;
+            for (size_t k = 0; !rc && k < self->nout; k++) {
+                const zi_tensor_t *t = s_task_tensor (task, self->out_names[k]);
+                zi_tensor_t rows;
+                rc = !t || t->rank < 1
+                         ? ZI_ERR_NOTFOUND
+                         : zi_tensor_slice_rows (t, (int64_t)offset, e->count, &rows);
+                if (!rc) {
+                    rc = zi_msg_add_tensor_copy (reply, self->out_names[k], &rows);
+                }
+            }
+            if (rc) {
+                zi_msg_destroy (&reply);
+                s_request_fail (self, req, ZI_CODE_INTERNAL,
+                                "the last segment's outputs do not hold rows "
+                                "[%" PRIu64 ", +%" PRIu32 ") of this request: %s",
+                                offset, e->count, zi_strerror (rc));
+            }
+            else {
+                s_request_answer (self, req, &reply);
+            }
+        }
+        offset += e->count;
+    }
+    s_task_destroy (self, &task);
+}
+
+//  A held task finished a segment: queue it for the next one, or hand it
+//  on once past the last.
+static void
+s_task_advance (zi_broker_t *self, s_task_t *task)
+{
+    if (task->seg < self->nsegs) {
+        s_task_queue (self, task, false);
+    }
+    else if (self->has_agg) {
+        task->state = S_AGG_WAIT;
+        task->handle = zlistx_add_end (self->agg_wait, task);
+    }
+    else {
+        s_reply_direct (self, task);
+    }
+}
+
+//  ---------------------------------------------------------------------
+//  Dispatch
+
+static void
+s_dispatch_segment (zi_broker_t *self, uint32_t s)
+{
+    s_segment_t *seg = &self->segs[s];
+    const zi_plan_segment_t *ps = &self->plan->segments[s];
+    while (seg->queued > 0) {
+        int slot = zi_sched_sel_next (seg->sel);
+        if (slot < 0 || (size_t)slot >= seg->nslots || !seg->slots[slot]) {
+            break;
+        }
+        s_worker_t *w = seg->slots[slot];
+        if (w->inflight >= w->credit) {
+            break; //  strict shares: wait for this one
+        }
+        uint32_t ready = 0;
+        for (size_t c = 0; c < self->nclasses; c++) {
+            if (zlistx_size (seg->queue[c])) {
+                ready |= 1u << c;
+            }
+        }
+        int c = zi_sched_prio_pick (seg->prio, ready);
+        if (c < 0) {
+            break;
+        }
+        s_task_t *task = (s_task_t *)zlistx_detach (seg->queue[c], NULL);
+        seg->queued--;
+        task->state = S_HELD;
+        task->handle = NULL;
+        if (task->live == 0) {
+            s_task_destroy (self, &task);
+            continue;
+        }
+        char err[ZI_MSG_MAX_REASON];
+        zi_msg_t *msg = s_task_msg (self, task, s, (const char *const *)ps->inputs,
+                                    ps->n_inputs, err, sizeof err);
+        if (!msg) {
+            zi_log_error ("BROKER-TASK-FAILED", "%s", err);
+            s_task_fail (self, task, ZI_CODE_INTERNAL, err);
+            s_task_destroy (self, &task);
+            continue;
+        }
+        if (zi_msg_send_to (&msg, self->sock[ZI_PLAN_EP_WORK], w->envelope)) {
+            //  A ROUTER only refuses what it can never send.
+            snprintf (err, sizeof err, "cannot send task %" PRIu64 " to %s: %s",
+                      task->tid, w->name, zmq_strerror (errno));
+            zi_log_error ("BROKER-TASK-FAILED", "%s", err);
+            s_task_fail (self, task, ZI_CODE_INTERNAL, err);
+            s_task_destroy (self, &task);
+            continue;
+        }
+        zi_sched_sel_commit (seg->sel, slot);
+        task->state = S_INFLIGHT;
+        task->worker = w;
+        task->handle = zlistx_add_end (w->tasks, task);
+        task->sent_us = s_now_us ();
+        w->inflight++;
+        w->last_send = task->sent_us / 1000;
+        seg->inflight++;
+        if (w->stats) {
+            w->stats->assigned++;
+        }
+    }
+}
+
+static void
+s_dispatch (zi_broker_t *self)
+{
+    if (zlistx_size (self->inject)) {
+        s_inject_pending (self);
+    }
+    for (size_t s = 0; s < self->nsegs; s++) {
+        if (self->segs[s].queued) {
+            s_dispatch_segment (self, (uint32_t)s);
+        }
+    }
+    if (zlistx_size (self->agg_wait)) {
+        s_dispatch_aggs (self);
+    }
+}
+
+//  ---------------------------------------------------------------------
+//  Timers
+
+static void
+s_tick_peers (zi_broker_t *self, int64_t now)
+{
+    int64_t limit = self->interval * self->liveness;
+    //  Collect first: removing entries while walking a zhashx is unsafe.
+    size_t n = zhashx_size (self->workers);
+    s_worker_t **dead = n ? (s_worker_t **)calloc (n, sizeof *dead) : NULL;
+    size_t ndead = 0;
+    for (s_worker_t *w = (s_worker_t *)zhashx_first (self->workers); w;
+         w = (s_worker_t *)zhashx_next (self->workers)) {
+        if (now - w->last_recv > limit) {
+            if (dead) {
+                dead[ndead++] = w;
+            }
+        }
+        else if (now - w->last_send >= self->interval) {
+            s_send_command (self, ZI_PLAN_EP_WORK, w->envelope, ZI_CMD_HEARTBEAT, NULL);
+            w->last_send = now;
+        }
+    }
+    for (size_t i = 0; i < ndead; i++) {
+        s_worker_t *w = dead[i];
+        zi_log_warn ("BROKER-WORKER-EXPIRED",
+                     "worker %s (segment %" PRIu32 ") silent for %" PRId64
+                     " ms: %zu tasks re-queued",
+                     w->name, w->seg, now - w->last_recv, zlistx_size (w->tasks));
+        s_worker_remove (self, w, "expired");
+    }
+    free (dead);
+    s_agg_t *agg = (s_agg_t *)zlistx_first (self->aggs);
+    while (agg) {
+        if (now - agg->last_recv > limit) {
+            zi_log_warn ("BROKER-AGG-EXPIRED",
+                         "aggregator %s silent for %" PRId64 " ms: %zu tasks "
+                         "move",
+                         agg->name, now - agg->last_recv, zlistx_size (agg->tasks));
+            s_agg_remove (self, agg);
+            agg = (s_agg_t *)zlistx_first (self->aggs); //  list changed
+            continue;
+        }
+        if (now - agg->last_send >= self->interval) {
+            s_send_command (self, ZI_PLAN_EP_TO_AGGREGATE, agg->envelope,
+                            ZI_CMD_HEARTBEAT, NULL);
+            agg->last_send = now;
+        }
+        agg = (s_agg_t *)zlistx_next (self->aggs);
+    }
+}
+
+static void
+s_tick_requests (zi_broker_t *self, int64_t now)
+{
+    size_t n = zhashx_size (self->requests);
+    if (n == 0) {
+        return;
+    }
+    uint64_t *rids = (uint64_t *)malloc (n * sizeof *rids);
+    if (!rids) {
+        return;
+    }
+    size_t k = 0;
+    for (s_request_t *req = (s_request_t *)zhashx_first (self->requests); req;
+         req = (s_request_t *)zhashx_next (self->requests)) {
+        bool late = req->deadline_at && now >= req->deadline_at;
+        bool lost = !req->entry_done && req->entry_sent && self->stage_timeout > 0
+                    && now - req->entry_sent > self->stage_timeout;
+        if ((late || lost) && k < n) {
+            rids[k++] = req->rid;
+        }
+    }
+    for (size_t i = 0; i < k; i++) {
+        s_request_t *req = s_request_find (self, rids[i]);
+        if (!req) {
+            continue;
+        }
+        if (req->deadline_at && now >= req->deadline_at) {
+            s_request_fail (self, req, ZI_CODE_TIMEOUT,
+                            "deadline of %" PRIu32 " ms passed (admitted %" PRId64
+                            " ms ago)",
+                            req->budget_ms, now - req->admitted);
+            continue;
+        }
+        //  Lost in the stages (a PUSH/PULL hop dropped it, or a stage
+        //  process died): send it in again.
+        if (req->entry_attempt + 1 >= (uint32_t)self->max_attempts) {
+            s_request_fail (self, req, ZI_CODE_INTERNAL,
+                            "the stages did not return the request after %" PRIu32
+                            " attempts of %" PRId64 " ms",
+                            req->entry_attempt + 1, self->stage_timeout);
+            continue;
+        }
+        req->entry_attempt++;
+        req->entry_sent = 0;
+        self->req.reinjected++;
+        zi_log_info ("BROKER-REINJECT",
+                     "request %" PRIu64 ": no rows back from the stages in %" PRId64
+                     " ms, sending it again (attempt %" PRIu32 ")",
+                     req->rid, self->stage_timeout, req->entry_attempt);
+        if (!req->inject_handle) {
+            req->inject_handle = zlistx_add_end (self->inject, req);
+        }
+    }
+    free (rids);
+}
+
+static void
+s_tick (zi_broker_t *self, int64_t now)
+{
+    s_tick_peers (self, now);
+    s_tick_requests (self, now);
+}
+
+//  ---------------------------------------------------------------------
+//  STATS
+
+static void
+s_pk_str (msgpack_packer *pk, const char *s)
+{
+    s = s ? s : "";
+    msgpack_pack_str_with_body (pk, s, strlen (s));
+}
+
+static void
+s_pk_u64 (msgpack_packer *pk, const char *key, uint64_t value)
+{
+    s_pk_str (pk, key);
+    msgpack_pack_uint64 (pk, value);
+}
+
+static void
+s_pk_bool (msgpack_packer *pk, const char *key, bool value)
+{
+    s_pk_str (pk, key);
+    if (value) {
+        msgpack_pack_true (pk);
+    }
+    else {
+        msgpack_pack_false (pk);
+    }
+}
+
+static void
+s_pk_f64 (msgpack_packer *pk, const char *key, double value)
+{
+    s_pk_str (pk, key);
+    msgpack_pack_double (pk, value);
+}
+
+static void
+s_pk_replica (msgpack_packer *pk, const char *name, double capacity, uint32_t credit,
+              uint32_t inflight, bool live, const s_rstats_t *rs)
+{
+    uint32_t p50, p99;
+    s_rstats_percentiles (rs, 0.50, 0.99, &p50, &p99);
+    msgpack_pack_map (pk, 11);
+    s_pk_str (pk, "name");
+    s_pk_str (pk, name);
+    s_pk_f64 (pk, "capacity", capacity);
+    s_pk_u64 (pk, "credit", credit);
+    s_pk_u64 (pk, "inflight", inflight);
+    s_pk_u64 (pk, "tasks", rs ? rs->tasks : 0);
+    s_pk_u64 (pk, "assigned", rs ? rs->assigned : 0);
+    s_pk_u64 (pk, "errors", rs ? rs->errors : 0);
+    s_pk_u64 (pk, "busy_ms", rs ? rs->busy_us / 1000 : 0);
+    s_pk_u64 (pk, "p50_us", p50);
+    s_pk_u64 (pk, "p99_us", p99);
+    s_pk_bool (pk, "live", live);
+}
+
+static bool
+s_worker_named (zi_broker_t *self, const char *name)
+{
+    for (s_worker_t *w = (s_worker_t *)zhashx_first (self->workers); w;
+         w = (s_worker_t *)zhashx_next (self->workers)) {
+        if (w->name && strcmp (w->name, name) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static void
+s_pk_segment (zi_broker_t *self, msgpack_packer *pk, size_t s)
+{
+    s_segment_t *seg = &self->segs[s];
+    const zi_plan_segment_t *ps = &self->plan->segments[s];
+    msgpack_pack_map (pk, 5);
+    s_pk_u64 (pk, "index", s);
+    s_pk_str (pk, "queued");
+    msgpack_pack_array (pk, self->nclasses);
+    for (size_t c = 0; c < self->nclasses; c++) {
+        msgpack_pack_uint64 (pk, zlistx_size (seg->queue[c]));
+    }
+    s_pk_u64 (pk, "inflight", seg->inflight);
+    s_pk_u64 (pk, "tasks", seg->done);
+    //  Connected workers first, then the plan's replicas not connected.
+    size_t n = 0;
+    for (size_t i = 0; i < seg->nslots; i++) {
+        n += seg->slots[i] != NULL;
+    }
+    bool *absent
+        = ps->n_replicas ? (bool *)calloc (ps->n_replicas, sizeof *absent) : NULL;
+    for (size_t i = 0; absent && i < ps->n_replicas; i++) {
+        absent[i] = ps->replicas[i].name && !s_worker_named (self, ps->replicas[i].name);
+        n += absent[i];
+    }
+    s_pk_str (pk, "replicas");
+    msgpack_pack_array (pk, n);
+    for (size_t i = 0; i < seg->nslots; i++) {
+        s_worker_t *w = seg->slots[i];
+        if (w) {
+            s_pk_replica (pk, w->name ? w->name : w->key, w->capacity, w->credit,
+                          w->inflight, true, w->stats);
+        }
+    }
+    for (size_t i = 0; absent && i < ps->n_replicas; i++) {
+        if (absent[i]) {
+            const zi_plan_replica_t *r = &ps->replicas[i];
+            s_pk_replica (pk, r->name, r->capacity, 0, 0, false,
+                          (s_rstats_t *)zhashx_lookup (self->rstats, r->name));
+        }
+    }
+    free (absent);
+}
+
+static void
+s_pk_stage (msgpack_packer *pk, const char *name, uint64_t sent, uint64_t received,
+            uint64_t inflight)
+{
+    s_pk_str (pk, name);
+    msgpack_pack_map (pk, 3);
+    s_pk_u64 (pk, "sent", sent);
+    s_pk_u64 (pk, "received", received);
+    s_pk_u64 (pk, "inflight", inflight);
+}
+
+static void
+s_pack_stats (zi_broker_t *self, msgpack_packer *pk)
+{
+    int64_t now = s_now_ms ();
+    size_t nerrors = 0;
+    for (int c = 0; c < 1000; c++) {
+        nerrors += self->errors[c] > 0;
+    }
+    size_t queued = 0, inflight = 0, at_agg = 0, waiting_rows = 0;
+    for (size_t s = 0; s < self->nsegs; s++) {
+        queued += self->segs[s].queued;
+        inflight += self->segs[s].inflight;
+    }
+    for (s_agg_t *agg = (s_agg_t *)zlistx_first (self->aggs); agg;
+         agg = (s_agg_t *)zlistx_next (self->aggs)) {
+        at_agg += zlistx_size (agg->tasks);
+    }
+    for (s_request_t *req = (s_request_t *)zhashx_first (self->requests); req;
+         req = (s_request_t *)zhashx_next (self->requests)) {
+        waiting_rows += !req->entry_done;
+    }
+    msgpack_pack_map (pk, 9);
+    s_pk_u64 (pk, "uptime_ms", (uint64_t)(now - self->started));
+    s_pk_bool (pk, "draining", self->draining);
+
+    s_pk_str (pk, "requests");
+    msgpack_pack_map (pk, 9);
+    s_pk_u64 (pk, "admitted", self->req.admitted);
+    s_pk_u64 (pk, "completed", self->req.completed);
+    s_pk_u64 (pk, "failed", self->req.failed);
+    s_pk_u64 (pk, "inflight", zhashx_size (self->requests));
+    s_pk_u64 (pk, "busy", self->req.busy);
+    s_pk_u64 (pk, "timeout", self->req.timeout);
+    s_pk_u64 (pk, "duplicates", self->req.duplicates);
+    s_pk_u64 (pk, "reinjected", self->req.reinjected);
+    s_pk_str (pk, "errors");
+    msgpack_pack_map (pk, nerrors);
+    for (int c = 0; c < 1000; c++) {
+        if (self->errors[c]) {
+            const char *name = zi_code_name (c);
+            char buf[16];
+            if (strcmp (name, "?") == 0) {
+                snprintf (buf, sizeof buf, "%d", c);
+                name = buf;
+            }
+            s_pk_u64 (pk, name, self->errors[c]);
+        }
+    }
+
+    s_pk_str (pk, "tasks");
+    msgpack_pack_map (pk, 9);
+    s_pk_u64 (pk, "created", self->task.created);
+    s_pk_u64 (pk, "queued", queued);
+    s_pk_u64 (pk, "inflight", inflight);
+    s_pk_u64 (pk, "waiting_aggregator", zlistx_size (self->agg_wait));
+    s_pk_u64 (pk, "at_aggregator", at_agg);
+    s_pk_u64 (pk, "redispatched", self->task.redispatched);
+    s_pk_u64 (pk, "results_dropped", self->task.results_dropped);
+    s_pk_u64 (pk, "replies_dropped", self->task.replies_dropped);
+    s_pk_u64 (pk, "stale", self->task.stale);
+
+    s_pk_str (pk, "segments");
+    msgpack_pack_array (pk, self->nsegs);
+    for (size_t s = 0; s < self->nsegs; s++) {
+        s_pk_segment (self, pk, s);
+    }
+
+    s_pk_str (pk, "stages");
+    msgpack_pack_map (pk, 3);
+    uint64_t pre_sent = self->stage[S_STAGE_PRE].sent;
+    uint64_t pre_recv = self->stage[S_STAGE_PRE].received;
+    s_pk_stage (pk, "preprocess", pre_sent, pre_recv,
+                pre_sent > pre_recv ? pre_sent - pre_recv : 0);
+    s_pk_stage (pk, "partition", self->stage[S_STAGE_PART].sent,
+                self->stage[S_STAGE_PART].received, waiting_rows);
+    s_pk_stage (pk, "aggregate", self->stage[S_STAGE_AGG].sent,
+                self->stage[S_STAGE_AGG].received, at_agg);
+
+    s_pk_str (pk, "aggregators");
+    msgpack_pack_array (pk, zlistx_size (self->aggs));
+    for (s_agg_t *agg = (s_agg_t *)zlistx_first (self->aggs); agg;
+         agg = (s_agg_t *)zlistx_next (self->aggs)) {
+        msgpack_pack_map (pk, 5);
+        s_pk_str (pk, "name");
+        s_pk_str (pk, agg->name);
+        s_pk_f64 (pk, "capacity", agg->capacity);
+        s_pk_u64 (pk, "tasks", agg->sent);
+        s_pk_u64 (pk, "inflight", zlistx_size (agg->tasks));
+        s_pk_bool (pk, "live", true);
+    }
+
+    static const zi_plan_ep_t pulled[] = {
+        ZI_PLAN_EP_FRONT, ZI_PLAN_EP_PREPROCESSED, ZI_PLAN_EP_INTAKE,
+        ZI_PLAN_EP_WORK,  ZI_PLAN_EP_TO_AGGREGATE, ZI_PLAN_EP_RESULTS,
+    };
+    s_pk_str (pk, "dropped");
+    msgpack_pack_map (pk, sizeof pulled / sizeof pulled[0]);
+    for (size_t i = 0; i < sizeof pulled / sizeof pulled[0]; i++) {
+        s_pk_u64 (pk, s_ep_name (pulled[i]), self->dropped[pulled[i]]);
+    }
+    s_pk_u64 (pk, "copied_bytes", self->copied_bytes);
+}
+
+static void
+s_front_stats (zi_broker_t *self, zmsg_t *envelope, uint64_t id)
+{
+    msgpack_sbuffer sbuf;
+    msgpack_sbuffer_init (&sbuf);
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, &sbuf, msgpack_sbuffer_write);
+    s_pack_stats (self, &pk);
+    zi_msg_t *reply = zi_msg_new (ZI_CMD_STATS_REPLY);
+    int rc = reply ? zi_msg_set_stats (reply, sbuf.data, sbuf.size) : ZI_ERR_NOMEM;
+    msgpack_sbuffer_destroy (&sbuf);
+    if (rc) {
+        zi_msg_destroy (&reply);
+        s_send_error (self, ZI_PLAN_EP_FRONT, envelope, true, id, ZI_CODE_INTERNAL,
+                      "cannot encode the statistics: %s", zi_strerror (rc));
+        return;
+    }
+    zi_msg_set_id (reply, id);
+    zi_msg_send_to (&reply, self->sock[ZI_PLAN_EP_FRONT], envelope);
+}
+
+//  ---------------------------------------------------------------------
+//  Construction
+
+static const zi_plan_tensor_t *
+s_plan_input (const zi_plan_t *plan, const char *name)
+{
+    for (size_t i = 0; i < plan->model.n_inputs; i++) {
+        if (plan->model.inputs[i].name
+            && strcmp (plan->model.inputs[i].name, name) == 0) {
+            return &plan->model.inputs[i];
+        }
+    }
+    return NULL;
+}
+
+static int
+s_setup_inputs (zi_broker_t *self, char *err, size_t errlen)
+{
+    const zi_plan_t *plan = self->plan;
+    const zi_plan_stage_t *pre = zi_plan_find_stage (plan, ZI_PLAN_STAGE_PREPROCESS);
+    //  A custom preprocess stage decides what clients send: let it judge.
+    if (pre && pre->kind == ZI_PLAN_STAGE_CUSTOM) {
+        return 0;
+    }
+    size_t n = pre && pre->n_tensors ? pre->n_tensors : plan->model.n_inputs;
+    if (n == 0) {
+        return 0;
+    }
+    self->expect = (const zi_plan_tensor_t **)calloc (n, sizeof *self->expect);
+    if (!self->expect) {
+        return zi_fail (err, errlen, ZI_ERR_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+        const zi_plan_tensor_t *t
+            = pre && pre->n_tensors ? &pre->tensors[i].tensor : &plan->model.inputs[i];
+        if (!t->name) {
+            return zi_fail (err, errlen, ZI_ERR_INVALID,
+                            "plan: an input tensor has no name");
+        }
+        //  The preprocess stage lists the tensors it transforms; the model
+        //  inputs it passes through untouched are sent as they are.
+        self->expect[self->nexpect++] = t;
+    }
+    if (pre && pre->n_tensors) {
+        for (size_t i = 0; i < plan->model.n_inputs; i++) {
+            const char *name = plan->model.inputs[i].name;
+            bool listed = false;
+            for (size_t k = 0; name && k < pre->n_tensors; k++) {
+                listed |= strcmp (pre->tensors[k].tensor.name, name) == 0;
+            }
+            if (name && !listed) {
+                const zi_plan_tensor_t **grown = (const zi_plan_tensor_t **)realloc (
+                    self->expect, (self->nexpect + 1) * sizeof *grown);
+                if (!grown) {
+                    return zi_fail (err, errlen, ZI_ERR_NOMEM, "out of memory");
+                }
+                self->expect = grown;
+                self->expect[self->nexpect++] = s_plan_input (plan, name);
+            }
+        }
+    }
+    self->check_shapes = !pre;
+    return 0;
+}
+
+//  Remove the allow-list directory (its files are ours alone).
+static void
+s_keydir_remove (zi_broker_t *self)
+{
+    if (!self->keydir[0]) {
+        return;
+    }
+    zdir_t *dir = zdir_new (self->keydir, NULL);
+    if (dir) {
+        zdir_remove (dir, true);
+        zdir_destroy (&dir);
+    }
+    rmdir (self->keydir);
+    self->keydir[0] = 0;
+}
+
+//  CURVE: every socket becomes a CURVE server with the plan's key pair, and
+//  a zauth actor lets in only the plan's allowed_keys. zauth reads allowed
+//  keys as public certificates in a directory, so they are written into a
+//  private temporary one.
+static int
+s_setup_curve (zi_broker_t *self, char *err, size_t errlen)
+{
+    const zi_plan_security_t *sec = &self->plan->security;
+    char path[4096];
+    if (!sec->server_secret_file
+        || zi_plan_path (self->plan, sec->server_secret_file, path, sizeof path)) {
+        return zi_fail (err, errlen, ZI_ERR_INVALID,
+                        "plan: security.curve is on but security.server_secret_file "
+                        "is not set");
+    }
+    self->cert = zcert_load (path);
+    if (!self->cert) {
+        return zi_fail (err, errlen, ZI_ERR_IO,
+                        "security.server_secret_file '%s': cannot load a CURVE "
+                        "certificate",
+                        path);
+    }
+    if (sec->server_public_key
+        && strcmp (zcert_public_txt (self->cert), sec->server_public_key) != 0) {
+        return zi_fail (err, errlen, ZI_ERR_INVALID,
+                        "security.server_secret_file '%s' holds public key %s, "
+                        "not the plan's server_public_key %s",
+                        path, zcert_public_txt (self->cert), sec->server_public_key);
+    }
+    const char *tmp = getenv ("TMPDIR");
+    snprintf (self->keydir, sizeof self->keydir, "%s/zinfer-broker-keys-XXXXXX",
+              tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp (self->keydir)) {
+        self->keydir[0] = 0;
+        return zi_fail (err, errlen, ZI_ERR_IO,
+                        "cannot create a directory for the allowed keys: %s",
+                        strerror (errno));
+    }
+    for (size_t i = 0; i < sec->n_allowed_keys; i++) {
+        const char *key = sec->allowed_keys[i];
+        uint8_t public_key[32], secret_key[32] = { 0 };
+        if (!key || strlen (key) != 40 || !zmq_z85_decode (public_key, key)) {
+            return zi_fail (err, errlen, ZI_ERR_INVALID,
+                            "plan: security.allowed_keys[%zu] is not a Z85 key", i);
+        }
+        zcert_t *cert = zcert_new_from (public_key, secret_key);
+        char file[512];
+        snprintf (file, sizeof file, "%s/key-%zu.txt", self->keydir, i);
+        int rc = cert ? zcert_save_public (cert, file) : -1;
+        zcert_destroy (&cert);
+        if (rc) {
+            return zi_fail (err, errlen, ZI_ERR_IO, "cannot write %s", file);
+        }
+    }
+    self->auth = zactor_new (zauth, NULL);
+    if (!self->auth) {
+        return zi_fail (err, errlen, ZI_ERR_NOMEM, "cannot start zauth");
+    }
+    zstr_sendx (self->auth, "CURVE", self->keydir, NULL);
+    zsock_wait (self->auth);
+    return 0;
+}
+
+static int
+s_setup_sockets (zi_broker_t *self, char *err, size_t errlen)
+{
+    static const int types[ZI_PLAN_EP_COUNT] = {
+        [ZI_PLAN_EP_FRONT] = ZMQ_ROUTER,        [ZI_PLAN_EP_TO_PREPROCESS] = ZMQ_PUSH,
+        [ZI_PLAN_EP_PREPROCESSED] = ZMQ_PULL,   [ZI_PLAN_EP_TO_PARTITION] = ZMQ_PUSH,
+        [ZI_PLAN_EP_INTAKE] = ZMQ_PULL,         [ZI_PLAN_EP_WORK] = ZMQ_ROUTER,
+        [ZI_PLAN_EP_TO_AGGREGATE] = ZMQ_ROUTER, [ZI_PLAN_EP_RESULTS] = ZMQ_PULL,
+    };
+    int64_t maxmsg = self->plan->broker.max_message_bytes > 0
+                         ? self->plan->broker.max_message_bytes
+                         : ZI_PLAN_DEFAULT_MAX_MESSAGE_BYTES;
+    for (int ep = 0; ep < ZI_PLAN_EP_COUNT; ep++) {
+        const char *bind = self->plan->broker.endpoints[ep].bind;
+        if (!bind || !*bind) {
+            return zi_fail (err, errlen, ZI_ERR_INVALID,
+                            "plan: broker endpoint %s has no bind address",
+                            s_ep_name ((zi_plan_ep_t)ep));
+        }
+        zsock_t *sock = zsock_new (types[ep]);
+        if (!sock) {
+            return zi_fail (err, errlen, ZI_ERR_NOMEM, "cannot create the %s socket",
+                            s_ep_name ((zi_plan_ep_t)ep));
+        }
+        self->sock[ep] = sock;
+        zmq_setsockopt (zsock_resolve (sock), ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+        zsock_set_sndhwm (sock, S_HWM);
+        zsock_set_rcvhwm (sock, S_HWM);
+        zsock_set_linger (sock, S_LINGER_MS);
+        //  The loop never blocks on a socket: a full or unconnected PUSH
+        //  says EAGAIN and the work waits in the broker's own queues.
+        zsock_set_rcvtimeo (sock, 0);
+        zsock_set_sndtimeo (sock, 0);
+        if (types[ep] == ZMQ_ROUTER && ep != ZI_PLAN_EP_FRONT) {
+            //  A restarted worker reconnects under its name at once.
+            zsock_set_router_handover (sock, 1);
+        }
+        if (self->cert) {
+            zcert_apply (self->cert, sock);
+            zsock_set_curve_server (sock, 1);
+            zsock_set_zap_domain (sock, "zinfer");
+        }
+        if (zsock_bind (sock, "%s", bind) < 0) {
+            return zi_fail (err, errlen, ZI_ERR_IO, "cannot bind %s to %s: %s",
+                            s_ep_name ((zi_plan_ep_t)ep), bind, zmq_strerror (errno));
+        }
+    }
+    return 0;
+}
+
+zi_broker_t *
+zi_broker_new (const zi_plan_t *plan, char *err, size_t errlen)
+{
+    if (!plan) {
+        zi_fail (err, errlen, ZI_ERR_INVALID, "no plan");
+        return NULL;
+    }
+    if (plan->n_segments == 0) {
+        zi_fail (err, errlen, ZI_ERR_INVALID, "plan: no segments to serve");
+        return NULL;
+    }
+    zi_broker_t *self = (zi_broker_t *)calloc (1, sizeof *self);
+    if (!self) {
+        zi_fail (err, errlen, ZI_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    self->plan = plan;
+    const zi_plan_broker_t *b = &plan->broker;
+    self->interval = b->heartbeat_interval_ms > 0 ? b->heartbeat_interval_ms
+                                                  : ZI_PLAN_DEFAULT_HEARTBEAT_MS;
+    self->liveness
+        = b->heartbeat_liveness > 0 ? b->heartbeat_liveness : ZI_PLAN_DEFAULT_LIVENESS;
+    self->queue_limit = b->queue_limit > 0 ? b->queue_limit : ZI_PLAN_DEFAULT_QUEUE_LIMIT;
+    self->default_deadline = b->default_deadline_ms > 0 ? b->default_deadline_ms : 0;
+    self->stage_timeout = b->stage_timeout_ms;
+    self->max_attempts = b->max_attempts > 0 ? b->max_attempts : 1;
+    self->has_pre = zi_plan_find_stage (plan, ZI_PLAN_STAGE_PREPROCESS) != NULL;
+    self->has_part = zi_plan_find_stage (plan, ZI_PLAN_STAGE_PARTITION) != NULL;
+    self->has_agg = zi_plan_find_stage (plan, ZI_PLAN_STAGE_AGGREGATE) != NULL;
+
+    //  Priority classes: a plan built in memory may have none (one class).
+    const zi_plan_priorities_t *p = &plan->priorities;
+    double weights[ZI_SCHED_MAX_CLASSES];
+    self->nclasses = p->n_classes ? p->n_classes : 1;
+    if (self->nclasses > ZI_SCHED_MAX_CLASSES) {
+        zi_fail (err, errlen, ZI_ERR_INVALID,
+                 "plan: %zu priority classes, at "
+                 "most %d",
+                 self->nclasses, ZI_SCHED_MAX_CLASSES);
+        goto fail;
+    }
+    for (size_t c = 0; c < self->nclasses; c++) {
+        weights[c] = p->n_classes ? p->classes[c].weight : 1;
+        if (p->n_classes && p->default_class && p->classes[c].name
+            && strcmp (p->classes[c].name, p->default_class) == 0) {
+            self->default_prio = (int)c;
+        }
+    }
+    bool strict = p->mode == ZI_PLAN_PRIORITY_STRICT;
+    self->favour = zi_sched_prio_new (weights, self->nclasses, strict);
+    if (!self->favour) {
+        zi_fail (err, errlen, ZI_ERR_INVALID,
+                 "plan: priority weights must be finite and > 0");
+        goto fail;
+    }
+    self->nsegs = plan->n_segments;
+    self->segs = (s_segment_t *)calloc (self->nsegs, sizeof *self->segs);
+    if (!self->segs) {
+        goto nomem;
+    }
+    for (size_t s = 0; s < self->nsegs; s++) {
+        s_segment_t *seg = &self->segs[s];
+        seg->sel = zi_sched_sel_new ();
+        seg->prio = zi_sched_prio_new (weights, self->nclasses, strict);
+        if (!seg->sel || !seg->prio) {
+            goto nomem;
+        }
+        for (size_t c = 0; c < self->nclasses; c++) {
+            if (!(seg->queue[c] = zlistx_new ())) {
+                goto nomem;
+            }
+        }
+    }
+    self->nout = plan->model.n_outputs;
+    self->out_names = (const char **)calloc (self->nout + 1, sizeof *self->out_names);
+    if (!self->out_names) {
+        goto nomem;
+    }
+    for (size_t i = 0; i < self->nout; i++) {
+        self->out_names[i]
+            = plan->model.outputs[i].name ? plan->model.outputs[i].name : "";
+    }
+    if (s_setup_inputs (self, err, errlen)) {
+        goto fail;
+    }
+    self->requests = s_u64_map_new ();
+    self->tasks = s_u64_map_new ();
+    self->clients = zhashx_new ();
+    self->workers = zhashx_new ();
+    self->rstats = zhashx_new ();
+    self->aggs = zlistx_new ();
+    self->inject = zlistx_new ();
+    self->agg_wait = zlistx_new ();
+    if (!self->requests || !self->tasks || !self->clients || !self->workers
+        || !self->rstats || !self->aggs || !self->inject || !self->agg_wait) {
+        goto nomem;
+    }
+    zhashx_set_destructor (self->rstats, s_rstats_destroy);
+    //  Every planned replica has a statistics record from the start.
+    for (size_t s = 0; s < self->nsegs; s++) {
+        const zi_plan_segment_t *ps = &plan->segments[s];
+        for (size_t i = 0; i < ps->n_replicas; i++) {
+            s_rstats_t *rs
+                = ps->replicas[i].name ? s_rstats_get (self, ps->replicas[i].name) : NULL;
+            if (rs) {
+                rs->seg = (int64_t)s;
+                rs->capacity = ps->replicas[i].capacity;
+            }
+        }
+    }
+    if (plan->security.curve && s_setup_curve (self, err, errlen)) {
+        goto fail;
+    }
+    if (s_setup_sockets (self, err, errlen)) {
+        goto fail;
+    }
+    self->started = self->last_tick = s_now_ms ();
+    zi_log_info ("BROKER-START",
+                 "serving %zu segments, %zu priority classes (%s), front %s, "
+                 "queue limit %" PRId64 ", heartbeat %" PRId64 " ms x %" PRId64 "%s",
+                 self->nsegs, self->nclasses, strict ? "strict" : "weighted",
+                 plan->broker.endpoints[ZI_PLAN_EP_FRONT].bind, self->queue_limit,
+                 self->interval, self->liveness,
+                 self->cert ? ", CURVE with an allow-list" : "");
+    return self;
+nomem:
+    zi_fail (err, errlen, ZI_ERR_NOMEM, "out of memory");
+fail:
+    zi_broker_destroy (&self);
+    return NULL;
+}
+
+void
+zi_broker_destroy (zi_broker_t **self_p)
+{
+    if (!self_p || !*self_p) {
+        return;
+    }
+    zi_broker_t *self = *self_p;
+    //  Requests first (no answers: zi_broker_run drains), then every task
+    //  wherever it is, then the peers and queues that pointed at them.
+    if (self->requests) {
+        for (s_request_t *req = (s_request_t *)zhashx_first (self->requests); req;
+             req = (s_request_t *)zhashx_next (self->requests)) {
+            s_request_free (&req);
+        }
+        zhashx_destroy (&self->requests);
+    }
+    if (self->tasks) {
+        for (s_task_t *task = (s_task_t *)zhashx_first (self->tasks); task;
+             task = (s_task_t *)zhashx_next (self->tasks)) {
+            for (size_t i = 0; i < task->nbag; i++) {
+                zi_msg_destroy (&task->bag[i]);
+            }
+            free (task->bag);
+            free (task->reqs);
+            free (task);
+        }
+        zhashx_destroy (&self->tasks);
+    }
+    if (self->workers) {
+        for (s_worker_t *w = (s_worker_t *)zhashx_first (self->workers); w;
+             w = (s_worker_t *)zhashx_next (self->workers)) {
+            zlistx_destroy (&w->tasks);
+            zmsg_destroy (&w->envelope);
+            free (w->name);
+            free (w->key);
+            free (w);
+        }
+        zhashx_destroy (&self->workers);
+    }
+    if (self->aggs) {
+        for (s_agg_t *agg = (s_agg_t *)zlistx_first (self->aggs); agg;
+             agg = (s_agg_t *)zlistx_next (self->aggs)) {
+            zlistx_destroy (&agg->tasks);
+            zmsg_destroy (&agg->envelope);
+            free (agg->name);
+            free (agg->key);
+            free (agg);
+        }
+        zlistx_destroy (&self->aggs);
+    }
+    zhashx_destroy (&self->clients);
+    zhashx_destroy (&self->rstats);
+    zlistx_destroy (&self->inject);
+    zlistx_destroy (&self->agg_wait);
+    for (size_t s = 0; self->segs && s < self->nsegs; s++) {
+        s_segment_t *seg = &self->segs[s];
+        zi_sched_sel_destroy (&seg->sel);
+        zi_sched_prio_destroy (&seg->prio);
+        for (size_t c = 0; c < ZI_SCHED_MAX_CLASSES; c++) {
+            zlistx_destroy (&seg->queue[c]);
+        }
+        free (seg->slots);
+    }
+    free (self->segs);
+    zi_sched_prio_destroy (&self->favour);
+    free (self->expect);
+    free (self->out_names);
+    for (int ep = 0; ep < ZI_PLAN_EP_COUNT; ep++) {
+        zsock_destroy (&self->sock[ep]);
+    }
+    zactor_destroy (&self->auth);
+    zcert_destroy (&self->cert);
+    s_keydir_remove (self);
+    free (self);
+    *self_p = NULL;
+}
+
+//  ---------------------------------------------------------------------
+//  The loop
+
+void
+zi_broker_set_pipe (zi_broker_t *self, zsock_t *pipe)
+{
+    assert (self);
+    self->pipe = pipe;
+}
+
+static void
+s_begin_drain (zi_broker_t *self, const char *why)
+{
+    if (self->draining) {
+        return;
+    }
+    self->draining = true;
+    self->drain_until = s_now_ms () + ZI_BROKER_DRAIN_MS;
+    zi_log_info ("BROKER-DRAIN",
+                 "%s: no new requests; waiting up to %d ms for the %zu in "
+                 "flight",
+                 why, ZI_BROKER_DRAIN_MS, zhashx_size (self->requests));
+}
+
+//  Answer what is left, and tell every peer the broker is gone.
+static void
+s_shutdown (zi_broker_t *self)
+{
+    size_t left = zhashx_size (self->requests);
+    if (left) {
+        uint64_t *rids = (uint64_t *)malloc (left * sizeof *rids);
+        size_t k = 0;
+        for (s_request_t *req = (s_request_t *)zhashx_first (self->requests); rids && req;
+             req = (s_request_t *)zhashx_next (self->requests)) {
+            rids[k++] = req->rid;
+        }
+        for (size_t i = 0; i < k; i++) {
+            s_request_t *req = s_request_find (self, rids[i]);
+            if (req) {
+                s_request_fail (self, req, ZI_CODE_UNAVAILABLE,
+                                "broker stopped before the request finished");
+            }
+        }
+        free (rids);
+    }
+    for (s_worker_t *w = (s_worker_t *)zhashx_first (self->workers); w;
+         w = (s_worker_t *)zhashx_next (self->workers)) {
+        s_send_command (self, ZI_PLAN_EP_WORK, w->envelope, ZI_CMD_DISCONNECT,
+                        "broker shutting down");
+    }
+    for (s_agg_t *agg = (s_agg_t *)zlistx_first (self->aggs); agg;
+         agg = (s_agg_t *)zlistx_next (self->aggs)) {
+        s_send_command (self, ZI_PLAN_EP_TO_AGGREGATE, agg->envelope, ZI_CMD_DISCONNECT,
+                        "broker shutting down");
+    }
+    zi_log_info ("BROKER-STOP",
+                 "%" PRIu64 " requests admitted, %" PRIu64 " completed, %" PRIu64
+                 " failed, %zu cut short",
+                 self->req.admitted, self->req.completed, self->req.failed, left);
+}
+
+static void
+s_handle_pipe (zi_broker_t *self)
+{
+    char *cmd = zstr_recv (self->pipe);
+    if (!cmd) {
+        return;
+    }
+    if (streq (cmd, "$TERM")) {
+        self->stop = true;
+        self->terminated = true;
+    }
+    else if (streq (cmd, "STOP")) {
+        s_begin_drain (self, "asked to stop");
+    }
+    else {
+        zi_log_warn ("BROKER-PIPE", "unknown actor command '%s'", cmd);
+    }
+    free (cmd);
+}
+
+int
+zi_broker_run (zi_broker_t *self)
+{
+    assert (self);
+    static const zi_plan_ep_t polled[] = {
+        ZI_PLAN_EP_WORK,         ZI_PLAN_EP_RESULTS,      ZI_PLAN_EP_INTAKE,
+        ZI_PLAN_EP_PREPROCESSED, ZI_PLAN_EP_TO_AGGREGATE, ZI_PLAN_EP_FRONT,
+    };
+    enum { NPOLLED = sizeof polled / sizeof polled[0] };
+    zmq_pollitem_t items[NPOLLED + 2];
+    size_t n = 0, relay = 0;
+    for (; n < NPOLLED; n++) {
+        items[n]
+            = (zmq_pollitem_t){ zsock_resolve (self->sock[polled[n]]), 0, ZMQ_POLLIN, 0 };
+        if (polled[n] == ZI_PLAN_EP_PREPROCESSED) {
+            relay = n;
+        }
+    }
+    //  Wakes the loop when to_partition has room again (see below).
+    items[n++] = (zmq_pollitem_t){ zsock_resolve (self->sock[ZI_PLAN_EP_TO_PARTITION]), 0,
+                                   0, 0 };
+    size_t room = n - 1;
+    if (self->pipe) {
+        items[n++] = (zmq_pollitem_t){ zsock_resolve (self->pipe), 0, ZMQ_POLLIN, 0 };
+    }
+    int rc = 0;
+    while (!self->stop) {
+        if (zsys_interrupted) {
+            s_begin_drain (self, "interrupted");
+        }
+        //  A relay that cannot forward must not be woken by what it cannot
+        //  take: listen for room on to_partition instead.
+        bool relay_blocked
+            = self->has_part && !s_writable (self->sock[ZI_PLAN_EP_TO_PARTITION]);
+        items[relay].events = relay_blocked ? 0 : ZMQ_POLLIN;
+        items[room].events = relay_blocked ? ZMQ_POLLOUT : 0;
+        if (zmq_poll (items, (int)n, S_POLL_MS) < 0 && errno != EINTR) {
+            zi_log_error ("BROKER-POLL", "zmq_poll: %s", zmq_strerror (errno));
+            rc = ZI_ERR_IO;
+            break;
+        }
+        //  Replies and results first: they free credit and queue space
+        //  for what the front brings in.
+        for (size_t i = 0; i < NPOLLED; i++) {
+            if (!(items[i].revents & ZMQ_POLLIN)) {
+                continue;
+            }
+            switch (polled[i]) {
+            case ZI_PLAN_EP_WORK:
+                s_handle_work (self);
+                break;
+            case ZI_PLAN_EP_RESULTS:
+                s_handle_results (self);
+                break;
+            case ZI_PLAN_EP_INTAKE:
+                s_handle_intake (self, ZI_PLAN_EP_INTAKE);
+                break;
+            case ZI_PLAN_EP_PREPROCESSED:
+                s_handle_preprocessed (self);
+                break;
+            case ZI_PLAN_EP_TO_AGGREGATE:
+                s_handle_aggregate (self);
+                break;
+            case ZI_PLAN_EP_FRONT:
+                s_handle_front (self);
+                break;
+            default:
+                break;
+            }
+        }
+        if (self->pipe && (items[n - 1].revents & ZMQ_POLLIN)) {
+            s_handle_pipe (self);
+        }
+        int64_t now = s_now_ms ();
+        if (now - self->last_tick >= S_TICK_MS) {
+            self->last_tick = now;
+            s_tick (self, now);
+        }
+        s_dispatch (self);
+        if (self->draining
+            && (zhashx_size (self->requests) == 0 || now >= self->drain_until)) {
+            break;
+        }
+    }
+    s_shutdown (self);
+    return rc;
+}
+
+void
+zi_broker_actor (zsock_t *pipe, void *args)
+{
+    char err[512];
+    zi_broker_t *self = zi_broker_new ((const zi_plan_t *)args, err, sizeof err);
+    zsock_signal (pipe, 0);
+    if (self) {
+        zi_broker_set_pipe (self, pipe);
+        zi_broker_run (self);
+    }
+    else {
+        zi_log_error ("BROKER-START-FAILED", "%s", err);
+    }
+    //  An actor ends only on "$TERM" (zactor_destroy waits for that).
+    bool terminated = self && self->terminated;
+    zi_broker_destroy (&self);
+    while (!terminated) {
+        char *cmd = zstr_recv (pipe);
+        terminated = !cmd || streq (cmd, "$TERM");
+        free (cmd);
+    }
+}
