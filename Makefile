@@ -32,7 +32,7 @@ test-unit: build
 test-asan: deps
 	cmake -S . -B $(BUILD_ASAN) -DCMAKE_BUILD_TYPE=Debug -DZINFER_SANITIZE=ON
 	cmake --build $(BUILD_ASAN) -j $(JOBS)
-	cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j $(JOBS) -E '^run_conformance$$' $(CTEST_ARGS)
+	cd $(BUILD_ASAN) && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j $(JOBS) -E '^(run_conformance|run_install)$$' $(CTEST_ARGS)
 
 # libFuzzer harnesses, each run for FUZZ_SECONDS on a copy of its seed corpus.
 fuzz: deps
