@@ -18,7 +18,10 @@ static const s_command_t s_commands[] = {
     {"run", zi_cmd_run, "run a model (or one segment of it) in this process on .npy inputs"},
     {"info", zi_cmd_info, "list a model's inputs, outputs and nodes in topological order"},
     {"eval", zi_cmd_eval, "accuracy and speed of a classifier on an IDX data set, in this process"},
-    {"bench", zi_cmd_bench, "measure the single-process engine (--model): samples/s, latency"},
+    {"bench", zi_cmd_bench, "drive load through a pipeline, or measure the engine (--model)"},
+    {"up", zi_cmd_up, "start this host's share of a plan and supervise it (Ctrl-C stops it)"},
+    {"infer", zi_cmd_infer, "send inputs (.npy, raw, an IDX data set) to a pipeline, print answers"},
+    {"stats", zi_cmd_stats, "print a running broker's statistics as tables (or --json)"},
     {"conformance", zi_cmd_conformance, "run ONNX backend test directories and report pass/fail"},
     {NULL, NULL, NULL},
 };
