@@ -7,7 +7,7 @@ JOBS       ?= $(shell nproc)
 FUZZ_SECONDS ?= 60
 CTEST_ARGS ?=
 
-.PHONY: all deps build demo test test-unit test-asan fuzz clean format
+.PHONY: all deps build demo test test-unit test-asan fuzz clean format bench bench-deps
 
 all: build
 
@@ -43,6 +43,18 @@ fuzz: deps
 
 demo: build
 	@bash examples/demo.sh $(BUILD)
+
+# Engine benchmark against ONNX Runtime (npm onnxruntime-node) and Debian's
+# PyTorch; not part of `make test`. A missing peer shows as "unavailable".
+BENCH_ARGS ?=
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+bench-deps:
+	@dpkg-query -W -f='$${Status}' python3-torch 2>/dev/null | grep -q "install ok installed" \
+	    || $(SUDO) apt-get install -y -qq python3-torch nodejs npm
+	cd tools/bench && npm ci --ignore-scripts --no-audit --no-fund
+
+bench: build
+	@bash tools/bench/bench-engine.sh $(BUILD) $(BENCH_ARGS)
 
 format:
 	clang-format -i lib/*.c lib/*.h broker/*.c stages/*/*.c tools/zinfer/*.c tests/*.c
