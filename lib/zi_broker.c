@@ -18,19 +18,28 @@
                           (or to_partition without a preprocess stage, or
                           queued straight for segment 0 without either). A
                           REQUEST repeating (client routing id, id) of one in
-                          flight is ignored: the one answer will come.
+                          flight is ignored: the one answer will come. One
+                          repeating a request answered in the last
+                          S_ANSWER_TTL_MS gets the kept answer again and is
+                          not run again (ANSWERS below).
                           STATS -> STATS_REPLY, HEALTH -> HEALTH_REPLY.
                           Undecodable -> ERROR BAD_REQUEST / TOO_LARGE /
                           VERSION with the decoder's reason (no id).
-      preprocessed (PULL) forwarded frame for frame to to_partition, never
-                          decoded (decoded as intake when the plan has no
-                          partition stage).
+      preprocessed (PULL) relayed to to_partition: decoded first (tensors
+                          stay views into their frames), so partition only
+                          gets well-formed messages; the original header
+                          bytes and the same frames go on. HEARTBEAT /
+                          DISCONNECT {name} of a preprocess replica stop
+                          here (its liveness). (Decoded as intake when the
+                          plan has no partition stage.)
       intake (PULL)       TASK: becomes a broker task (task id, reqs, mb, nmb,
                           prio = the most favoured class of its requests)
                           queued for segment 0. Rows already received for a
                           request (a re-injected duplicate) are not queued
                           twice. ERROR {id: rid}: the client gets the ERROR,
-                          code and reason kept, with its own id.
+                          code and reason kept, with its own id. HEARTBEAT /
+                          DISCONNECT {name}: a partition replica is live /
+                          leaving (names not in the plan are dropped).
       work (ROUTER)       READY registers or updates a worker (segment,
                           capacity, credit, name; routing id = its identity).
                           RESULT of an outstanding task: its tensors join the
@@ -60,7 +69,10 @@
                           HEARTBEAT {name} keeps that aggregator alive.
 
     TIMERS (every S_TICK_MS). A request past its deadline gets ERROR TIMEOUT
-    and is forgotten; a task is dropped when none of its requests is left.
+    and is forgotten, or UNAVAILABLE when what it waited for was never there
+    since it was admitted (no live replica of its segment, no aggregator,
+    no first stage that took it); a task is dropped when none of its
+    requests is left.
     A worker or aggregator silent for liveness x interval is dead
     (BROKER-WORKER-EXPIRED / BROKER-AGG-EXPIRED): a worker's outstanding
     tasks go back to the front of their segment queue with attempt + 1 (a
@@ -69,6 +81,21 @@
     nothing to for one interval get HEARTBEAT. A request whose rows have not
     all come back on intake stage_timeout_ms after it was sent to the stages
     is sent again (attempt + 1, up to max_attempts, then INTERNAL).
+
+    ANSWERS (exactly-once delivery). A REPLY, and an ERROR a client must not
+    retry, are kept as the frames that went out, keyed like requests by
+    (client routing id, client id): at most S_ANSWER_MAX, S_ANSWER_TTL_MS,
+    S_ANSWER_MAX_BYTES of tensors, answers over S_ANSWER_KEEP_BYTES not at
+    all (a retry of those runs again). BUSY, TIMEOUT and UNAVAILABLE are not
+    kept: a retry is a new attempt. Request and task ids start at the wall
+    clock (s_id_base), so what a restarted broker's peers still hold of the
+    previous life (late RESULTs, partial requests) never matches a new id.
+
+    HOSTILE INPUT. Every message that is not decodable, or not expected on
+    its link, is dropped and counted (STATS "dropped"); on a ROUTER link the
+    sender also gets ERROR. Log lines about drops are limited to
+    S_DROP_LOGS_PER_S per socket and second. The security of the sockets
+    (CURVE, the allow-list, MAXMSGSIZE, ZMTP heartbeats) is zi_security.h.
 
     SCHEDULING (zi_sched.h). Per segment: the replica selector names the
     worker that must get the next task (strict shares: when it has no credit
@@ -79,7 +106,9 @@
       uptime_ms, draining (bool)
       requests: {admitted, completed, failed, inflight, busy, timeout,
                  duplicates (repeated REQUESTs ignored), reinjected,
-                 errors: {<code name>: count of ERRORs sent to clients}}
+                 replayed (kept answers sent again), answers_kept,
+                 answers_bytes, errors: {<code name>: count of ERRORs sent
+                 to clients}}
       tasks:    {created, queued, inflight, waiting_aggregator,
                  at_aggregator, redispatched, results_dropped,
                  replies_dropped, stale (stage TASKs holding nothing new)}
@@ -89,13 +118,18 @@
                   busy_ms (sum of task round trips), p50_us, p99_us (over
                   the last S_LAT_N round trips), live}]}]
                  (plan replicas never seen appear with live false)
-      stages:   {preprocess: {sent, received, inflight},
+      stages:   {preprocess: {sent, received, inflight, live, replicas},
                  partition: {sent, received, inflight (requests whose rows
-                 are not all back)}, aggregate: {sent, received, inflight}}
+                 are not all back), live, replicas}, aggregate: {sent,
+                 received, inflight, live, replicas}}; replicas: [{name,
+                 live, beats (HEARTBEATs), last_ms (since last heard, -1 =
+                 never)}], the plan's preprocess / partition replicas and
+                 the aggregators heard from
       aggregators: [{name, capacity, tasks (sent), inflight, live}]
       dropped:  {front, preprocessed, intake, work, to_aggregate, results}
                 (messages that could not be decoded or were not expected)
       copied_bytes: tensor bytes copied to (re-)send them
+      memory:   {rss_kb, heap_bytes (handed out by malloc, not returned)}
 
     COPIES. Received tensors stay views into their ZeroMQ frames. What the
     broker may have to send again is copied once per send, because libzmq
@@ -120,22 +154,40 @@
 #include <time.h>
 #include <unistd.h>
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <msgpack.h>
 
 #include "zi_log.h"
 #include "zi_msg.h"
 #include "zi_sched.h"
+#include "zi_security.h"
 
 #define S_BATCH 256        //  messages read per socket per loop turn
 #define S_POLL_MS 10       //  longest wait in zmq_poll
 #define S_TICK_MS 5        //  timers run at most this often
 #define S_HWM 10000        //  bounded queues on every socket
+#define S_FRONT_HWM 1000   //  ... per client connection on front
 #define S_LINGER_MS 200    //  best effort for the last DISCONNECTs
 #define S_LAT_N 1024       //  round trips kept per replica
 #define S_MAX_WORKERS 4096 //  peers an attacker could otherwise grow
 #define S_MAX_AGGS 256
 #define S_MAX_RSTATS 4096
-#define S_MAX_RANGES 4096 //  row ranges tracked per request
+#define S_MAX_RANGES 4096     //  row ranges tracked per request
+#define S_MAX_STAGE_PEERS 512 //  stage replicas tracked by name
+
+//  Answers kept for clients that retry with the same id (exactly-once
+//  delivery): at most this many, this long, this many tensor bytes in
+//  all, and only answers of at most S_ANSWER_KEEP_BYTES each.
+#define S_ANSWER_MAX 10000
+#define S_ANSWER_TTL_MS 60000
+#define S_ANSWER_MAX_BYTES (64u << 20)
+#define S_ANSWER_KEEP_BYTES (64u << 10)
+
+//  Log lines about dropped messages, per socket and second, before they
+//  are only counted (an attacker must not fill the disk with our logs).
+#define S_DROP_LOGS_PER_S 20
 
 typedef struct s_worker s_worker_t;
 typedef struct s_agg s_agg_t;
@@ -176,6 +228,7 @@ struct s_agg {
     int64_t last_recv, last_send;
     zlistx_t *tasks; //  sent, kept until their requests finish
     uint64_t sent;
+    uint64_t beats; //  HEARTBEATs received
 };
 
 typedef enum {
@@ -231,6 +284,27 @@ typedef struct {
     uint64_t agg_serial; //  its aggregator, 0 = not chosen yet
 } s_request_t;
 
+//  A stage replica that speaks on a PUSH link (preprocess on
+//  preprocessed, partition on intake): known by the "name" of its
+//  HEARTBEATs. The plan's replicas are listed from the start.
+typedef struct {
+    char *name;
+    int role;          //  S_STAGE_PRE or S_STAGE_PART
+    int64_t last_recv; //  ms; 0 = never heard
+    uint64_t beats;
+    bool gone; //  said DISCONNECT since it was last heard
+} s_stage_peer_t;
+
+//  A client's answer, kept so a retry with the same id gets it again: its
+//  frames as they went out (a few hundred bytes of bookkeeping each).
+typedef struct {
+    char *key;      //  "<routing id hex>/<client id>", as s_request_t's
+    int64_t at;     //  ms
+    zmsg_t *frames; //  REPLY or a final ERROR, encoded, without envelope
+    size_t bytes;
+    void *handle; //  in answer_order
+} s_answer_t;
+
 typedef struct {
     zi_sched_sel_t *sel;
     zi_sched_prio_t *prio;
@@ -239,6 +313,7 @@ typedef struct {
     s_worker_t **slots; //  selector slot -> worker
     size_t nslots;
     uint64_t inflight, done;
+    int64_t empty_since; //  ms since no replica is live; 0 = one is
 } s_segment_t;
 
 enum { S_STAGE_PRE, S_STAGE_PART, S_STAGE_AGG, S_STAGES };
@@ -247,9 +322,7 @@ struct zi_broker {
     const zi_plan_t *plan;
     zsock_t *sock[ZI_PLAN_EP_COUNT];
     zsock_t *pipe;
-    zcert_t *cert;    //  CURVE: the server's key pair
-    zactor_t *auth;   //  CURVE: zauth with the allow-list
-    char keydir[256]; //  CURVE: allowed keys as zauth reads them
+    zi_security_server_t *security; //  CURVE + the allow-list, or NULL
     bool has_pre, has_part, has_agg;
     const zi_plan_tensor_t **expect; //  REQUEST tensors, NULL = any
     size_t nexpect;
@@ -264,21 +337,28 @@ struct zi_broker {
     int64_t interval, liveness, queue_limit, default_deadline;
     int64_t stage_timeout, max_attempts;
 
-    zhashx_t *requests; //  rid -> s_request_t
-    zhashx_t *clients;  //  key -> s_request_t
-    zhashx_t *tasks;    //  tid -> s_task_t
-    zhashx_t *workers;  //  routing hex -> s_worker_t
-    zhashx_t *rstats;   //  name -> s_rstats_t (owned)
-    zlistx_t *aggs;     //  s_agg_t
-    zlistx_t *inject;   //  s_request_t waiting for the stages
-    zlistx_t *agg_wait; //  s_task_t waiting for an aggregator
+    zhashx_t *requests;       //  rid -> s_request_t
+    zhashx_t *clients;        //  key -> s_request_t
+    zhashx_t *tasks;          //  tid -> s_task_t
+    zhashx_t *workers;        //  routing hex -> s_worker_t
+    zhashx_t *rstats;         //  name -> s_rstats_t (owned)
+    zlistx_t *aggs;           //  s_agg_t
+    zlistx_t *inject;         //  s_request_t waiting for the stages
+    zlistx_t *agg_wait;       //  s_task_t waiting for an aggregator
+    int64_t aggs_empty_since; //  ms since no aggregator is live; 0 = one is
+    s_stage_peer_t *speers;   //  stage replicas heard on PUSH links
+    size_t nspeers;
+    zhashx_t *answers;      //  key -> s_answer_t
+    zlistx_t *answer_order; //  s_answer_t, oldest first
+    size_t answer_bytes;
     uint64_t next_rid, next_tid, next_agg;
     int64_t started, last_tick;
     bool draining, stop, terminated;
     int64_t drain_until;
 
     struct {
-        uint64_t admitted, completed, failed, busy, timeout, duplicates, reinjected;
+        uint64_t admitted, completed, failed, busy, timeout, duplicates, reinjected,
+            replayed;
     } req;
     struct {
         uint64_t created, redispatched, results_dropped, replies_dropped, stale;
@@ -287,6 +367,11 @@ struct zi_broker {
         uint64_t sent, received;
     } stage[S_STAGES];
     uint64_t dropped[ZI_PLAN_EP_COUNT];
+    struct {
+        int64_t second;      //  the second being counted
+        uint64_t logged;     //  lines logged in it
+        uint64_t suppressed; //  drops not logged in it
+    } droplog[ZI_PLAN_EP_COUNT];
     uint64_t errors[1000]; //  ERRORs sent to clients, by code
     uint64_t copied_bytes;
 };
@@ -404,6 +489,54 @@ s_send_error (zi_broker_t *self, zi_plan_ep_t ep, zmsg_t *envelope, bool has_id,
         self->errors[code]++;
     }
     zi_msg_send_to (&msg, self->sock[ep], envelope);
+}
+
+//  Count a message dropped on a socket and log why, at most
+//  S_DROP_LOGS_PER_S lines per socket and second: hostile input is
+//  counted (STATS "dropped"), but cannot fill the disk with log lines.
+static void s_drop (zi_broker_t *self, zi_plan_ep_t ep, const char *msgid,
+                    const char *fmt, ...) __attribute__ ((format (printf, 4, 5)));
+
+static void
+s_drop (zi_broker_t *self, zi_plan_ep_t ep, const char *msgid, const char *fmt, ...)
+{
+    self->dropped[ep]++;
+    int64_t second = s_now_ms () / 1000;
+    if (self->droplog[ep].second != second) {
+        if (self->droplog[ep].suppressed) {
+            zi_log_warn ("BROKER-DROPS-SUPPRESSED",
+                         "%s: %" PRIu64 " more dropped messages were not logged",
+                         s_ep_name (ep), self->droplog[ep].suppressed);
+        }
+        self->droplog[ep].second = second;
+        self->droplog[ep].logged = 0;
+        self->droplog[ep].suppressed = 0;
+    }
+    if (self->droplog[ep].logged >= S_DROP_LOGS_PER_S) {
+        self->droplog[ep].suppressed++;
+        return;
+    }
+    self->droplog[ep].logged++;
+    char text[ZI_MSG_MAX_REASON + 64];
+    va_list ap;
+    va_start (ap, fmt);
+    vsnprintf (text, sizeof text, fmt, ap);
+    va_end (ap);
+    zi_log_warn (msgid, "%s: %s", s_ep_name (ep), text);
+}
+
+//  Where a broker's request and task ids start: the wall clock in ms
+//  times 2^20, so the ids of a restarted broker never meet those of its
+//  previous life (which stages, workers and aggregators may still hold:
+//  a late RESULT for an old task id must not be taken for a new task).
+//  One life would need a million ids per ms of its run to catch up.
+static uint64_t
+s_id_base (void)
+{
+    struct timespec ts;
+    clock_gettime (CLOCK_REALTIME, &ts);
+    uint64_t ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    return ms << 20;
 }
 
 //  ---------------------------------------------------------------------
@@ -867,6 +1000,117 @@ s_request_forget (zi_broker_t *self, s_request_t *req)
     s_request_free (&req);
 }
 
+//  ---------------------------------------------------------------------
+//  Answers kept for retries (exactly-once delivery)
+
+static void
+s_answer_forget (zi_broker_t *self, s_answer_t *kept)
+{
+    zhashx_delete (self->answers, kept->key);
+    zlistx_detach (self->answer_order, kept->handle);
+    self->answer_bytes -= kept->bytes;
+    zmsg_destroy (&kept->frames);
+    free (kept->key);
+    free (kept);
+}
+
+//  Forget answers older than S_ANSWER_TTL_MS.
+static void
+s_answers_expire (zi_broker_t *self, int64_t now)
+{
+    s_answer_t *kept;
+    while ((kept = (s_answer_t *)zlistx_first (self->answer_order))
+           && now - kept->at > S_ANSWER_TTL_MS) {
+        s_answer_forget (self, kept);
+    }
+}
+
+//  A copy of a kept answer to send (sending consumes a message).
+static zi_msg_t *
+s_answer_copy (const zi_msg_t *answer)
+{
+    if (zi_msg_cmd (answer) == ZI_CMD_ERROR) {
+        return zi_msg_new_error ((zi_code_t)zi_msg_code (answer), zi_msg_reason (answer));
+    }
+    zi_msg_t *copy = zi_msg_new (zi_msg_cmd (answer));
+    for (size_t i = 0; copy && i < zi_msg_tensor_count (answer); i++) {
+        if (zi_msg_add_tensor_copy (copy, zi_msg_tensor_name (answer, i),
+                                    zi_msg_tensor (answer, i))) {
+            zi_msg_destroy (&copy);
+        }
+    }
+    return copy;
+}
+
+//  Send a kept answer again to envelope (borrowed).
+static int
+s_answer_send (zi_broker_t *self, const s_answer_t *kept, zmsg_t *envelope)
+{
+    zmsg_t *again = zmsg_dup (kept->frames);
+    //  The envelope is the routing id and perhaps a delimiter: push them
+    //  in front, last first.
+    zframe_t *env[4];
+    size_t n = 0;
+    for (zframe_t *f = envelope ? zmsg_first (envelope) : NULL; f && n < 4;
+         f = zmsg_next (envelope)) {
+        env[n++] = f;
+    }
+    while (again && n > 0) {
+        n--;
+        zmsg_pushmem (again, zframe_data (env[n]), zframe_size (env[n]));
+    }
+    if (!again || zmsg_send (&again, self->sock[ZI_PLAN_EP_FRONT])) {
+        zmsg_destroy (&again);
+        return ZI_ERR_IO;
+    }
+    return ZI_OK;
+}
+
+//  Keep (a copy of) the answer to the request `key` (client id `id`), if
+//  it is small enough, evicting the oldest answers to stay within the
+//  limits.
+static void
+s_answer_keep (zi_broker_t *self, const char *key, uint64_t id, const zi_msg_t *answer)
+{
+    size_t bytes = 0;
+    for (size_t i = 0; i < zi_msg_tensor_count (answer); i++) {
+        bytes += zi_msg_tensor (answer, i)->nbytes;
+    }
+    if (bytes > S_ANSWER_KEEP_BYTES) {
+        return; //  a retry runs the request again
+    }
+    s_answer_t *old = (s_answer_t *)zhashx_lookup (self->answers, key);
+    if (old) {
+        s_answer_forget (self, old);
+    }
+    s_answer_t *first;
+    while ((first = (s_answer_t *)zlistx_first (self->answer_order))
+           && (zlistx_size (self->answer_order) >= S_ANSWER_MAX
+               || self->answer_bytes + bytes > S_ANSWER_MAX_BYTES)) {
+        s_answer_forget (self, first);
+    }
+    s_answer_t *kept = (s_answer_t *)calloc (1, sizeof *kept);
+    zi_msg_t *copy = kept ? s_answer_copy (answer) : NULL;
+    if (copy) {
+        zi_msg_set_id (copy, id);
+        if (zi_msg_encode (&copy, &kept->frames)) {
+            zi_msg_destroy (&copy);
+        }
+    }
+    if (!kept || !kept->frames || !(kept->key = strdup (key))) {
+        if (kept) {
+            zmsg_destroy (&kept->frames);
+            free (kept);
+        }
+        return;
+    }
+    kept->at = s_now_ms ();
+    kept->bytes = bytes;
+    kept->handle = zlistx_add_end (self->answer_order, kept);
+    zhashx_insert (self->answers, kept->key, kept);
+    self->answer_bytes += bytes;
+}
+
 static void
 s_request_fail (zi_broker_t *self, s_request_t *req, int code, const char *fmt, ...)
 {
@@ -881,6 +1125,15 @@ s_request_fail (zi_broker_t *self, s_request_t *req, int code, const char *fmt, 
     if (code == ZI_CODE_TIMEOUT) {
         self->req.timeout++;
     }
+    //  A final answer is kept for a retry; BUSY, TIMEOUT and UNAVAILABLE
+    //  are not: a retry of those is a new attempt.
+    if (!zi_code_retryable (code)) {
+        zi_msg_t *error = zi_msg_new_error ((zi_code_t)code, reason);
+        if (error) {
+            s_answer_keep (self, req->key, req->client_id, error);
+            zi_msg_destroy (&error);
+        }
+    }
     s_request_forget (self, req);
 }
 
@@ -888,6 +1141,7 @@ s_request_fail (zi_broker_t *self, s_request_t *req, int code, const char *fmt, 
 static void
 s_request_answer (zi_broker_t *self, s_request_t *req, zi_msg_t **reply_p)
 {
+    s_answer_keep (self, req->key, req->client_id, *reply_p);
     zi_msg_set_id (*reply_p, req->client_id);
     zi_msg_send_to (reply_p, self->sock[ZI_PLAN_EP_FRONT], req->envelope);
     self->req.completed++;
@@ -1020,16 +1274,72 @@ s_inject_pending (zi_broker_t *self)
     }
 }
 
+//  The stage replica of a role called name, or NULL.
+static s_stage_peer_t *
+s_stage_peer (zi_broker_t *self, int role, const char *name)
+{
+    for (size_t i = 0; name && i < self->nspeers; i++) {
+        if (self->speers[i].role == role && strcmp (self->speers[i].name, name) == 0) {
+            return &self->speers[i];
+        }
+    }
+    return NULL;
+}
+
+//  A HEARTBEAT or DISCONNECT from a stage replica on its PUSH link: it is
+//  alive (or leaving). Only the plan's replicas of that role are tracked;
+//  anything else is dropped and counted. Takes *msg_p.
+static void
+s_stage_hello (zi_broker_t *self, zi_plan_ep_t ep, int role, zi_msg_t **msg_p)
+{
+    zi_msg_t *msg = *msg_p;
+    s_stage_peer_t *peer = s_stage_peer (self, role, zi_msg_name (msg));
+    if (!peer) {
+        s_drop (self, ep, "BROKER-STAGE-UNKNOWN",
+                "%s from %s, not a %s replica of the plan",
+                zi_cmd_name (zi_msg_cmd (msg)),
+                zi_msg_name (msg) ? zi_msg_name (msg) : "a peer without a name",
+                role == S_STAGE_PRE ? "preprocess" : "partition");
+        zi_msg_destroy (msg_p);
+        return;
+    }
+    bool was_live = peer->last_recv && !peer->gone
+                    && s_now_ms () - peer->last_recv <= self->interval * self->liveness;
+    peer->last_recv = s_now_ms ();
+    if (zi_msg_cmd (msg) == ZI_CMD_DISCONNECT) {
+        peer->gone = true;
+        zi_log_info ("BROKER-STAGE-GONE", "%s %s disconnected: %s",
+                     role == S_STAGE_PRE ? "preprocess" : "partition", peer->name,
+                     zi_msg_reason (msg) ? zi_msg_reason (msg) : "-");
+    }
+    else {
+        peer->beats++;
+        peer->gone = false;
+        if (!was_live) {
+            zi_log_info ("BROKER-STAGE-LIVE", "%s %s is live",
+                         role == S_STAGE_PRE ? "preprocess" : "partition", peer->name);
+        }
+    }
+    zi_msg_destroy (msg_p);
+}
+
 static void
 s_handle_intake_msg (zi_broker_t *self, zi_plan_ep_t ep, zi_msg_t **msg_p)
 {
     zi_msg_t *msg = *msg_p;
+    int role = ep == ZI_PLAN_EP_PREPROCESSED ? S_STAGE_PRE : S_STAGE_PART;
     switch (zi_msg_cmd (msg)) {
     case ZI_CMD_TASK:
+        self->stage[role].received++;
         s_stage_task (self, msg_p);
+        return;
+    case ZI_CMD_HEARTBEAT:
+    case ZI_CMD_DISCONNECT:
+        s_stage_hello (self, ep, role, msg_p);
         return;
     case ZI_CMD_ERROR:
         if (zi_msg_has (msg, "id")) {
+            self->stage[role].received++;
             s_request_t *req = s_request_find (self, zi_msg_id (msg));
             if (req) {
                 s_request_fail (self, req, zi_msg_code (msg), "%s", zi_msg_reason (msg));
@@ -1045,9 +1355,8 @@ s_handle_intake_msg (zi_broker_t *self, zi_plan_ep_t ep, zi_msg_t **msg_p)
         break;
     }
     char summary[256];
-    self->dropped[ep]++;
-    zi_log_warn ("BROKER-UNEXPECTED", "%s: dropped %s", s_ep_name (ep),
-                 zi_msg_summary (msg, summary, sizeof summary));
+    s_drop (self, ep, "BROKER-UNEXPECTED", "dropped %s",
+            zi_msg_summary (msg, summary, sizeof summary));
     zi_msg_destroy (msg_p);
 }
 
@@ -1061,27 +1370,59 @@ s_handle_intake (zi_broker_t *self, zi_plan_ep_t ep)
         if (rc == ZI_ERR_IO) {
             break;
         }
-        if (ep == ZI_PLAN_EP_PREPROCESSED) {
-            self->stage[S_STAGE_PRE].received++;
-        }
-        else {
-            self->stage[S_STAGE_PART].received++;
-        }
         if (rc) {
-            self->dropped[ep]++;
-            zi_log_warn ("BROKER-DECODE-DROPPED", "%s: %s", s_ep_name (ep), err);
+            s_drop (self, ep, "BROKER-DECODE-DROPPED", "%s", err);
             continue;
         }
         s_handle_intake_msg (self, ep, &msg);
     }
 }
 
-//  preprocess -> partition: relay whole messages without decoding them.
+//  Read one whole message from a socket frame by frame, keeping at most
+//  ZI_MSG_MAX_FRAMES frames: a longer one is read to its end and thrown
+//  away (*over set), so a hostile peer cannot make us hold more. Returns
+//  the number of frames kept; 0 when nothing was there.
+static size_t
+s_recv_frames (zsock_t *sock, zframe_t **frames, bool *over)
+{
+    size_t n = 0;
+    *over = false;
+    zframe_t *frame = zframe_recv (sock); //  the socket's timeout is 0
+    while (frame) {
+        bool more = zframe_more (frame);
+        if (n < ZI_MSG_MAX_FRAMES) {
+            frames[n++] = frame;
+        }
+        else {
+            zframe_destroy (&frame);
+            *over = true;
+        }
+        //  The rest of a multipart message is always there at once.
+        frame = more ? zframe_recv (sock) : NULL;
+    }
+    return n;
+}
+
+static void
+s_frames_destroy (zframe_t **frames, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        zframe_destroy (&frames[i]);
+    }
+}
+
+//  preprocess -> partition: relay whole messages. Each is decoded first
+//  (zi_msg_decode: tensors stay views into their frames, so nothing is
+//  copied but a misaligned frame), so partition only ever receives what
+//  is well-formed, and a stage's HEARTBEAT or DISCONNECT stops here. What
+//  goes on is the original header bytes (unknown keys included) and the
+//  same tensor frames, moved.
 static void
 s_handle_preprocessed (zi_broker_t *self)
 {
+    zi_plan_ep_t ep = ZI_PLAN_EP_PREPROCESSED;
     if (!self->has_part) {
-        s_handle_intake (self, ZI_PLAN_EP_PREPROCESSED);
+        s_handle_intake (self, ep);
         return;
     }
     //  While partition cannot take more, what preprocess sends waits in
@@ -1089,19 +1430,61 @@ s_handle_preprocessed (zi_broker_t *self)
     //  loss.
     for (int n = 0; n < S_BATCH && s_writable (self->sock[ZI_PLAN_EP_TO_PARTITION]);
          n++) {
-        zmsg_t *zmsg = zmsg_recv (self->sock[ZI_PLAN_EP_PREPROCESSED]);
-        if (!zmsg) {
+        zframe_t *frames[ZI_MSG_MAX_FRAMES];
+        bool over = false;
+        size_t nframes = s_recv_frames (self->sock[ep], frames, &over);
+        if (nframes == 0) {
             break;
         }
+        if (over) {
+            s_drop (self, ep, "BROKER-DECODE-DROPPED", "more than %d frames in a message",
+                    ZI_MSG_MAX_FRAMES);
+            s_frames_destroy (frames, nframes);
+            continue;
+        }
+        //  A PULL receiver skips one empty delimiter (PROTOCOL.md 4).
+        size_t first = nframes > 1 && zframe_size (frames[0]) == 0 ? 1 : 0;
+        zframe_t *header = zframe_dup (frames[first]);
+        zmsg_t *zmsg = zmsg_new ();
+        for (size_t i = first; zmsg && i < nframes; i++) {
+            zmsg_append (zmsg, &frames[i]);
+        }
+        s_frames_destroy (frames, nframes);
+        zi_msg_t *msg = NULL;
+        char err[256];
+        int rc = zmsg && header
+                     ? zi_msg_decode (&zmsg, &msg, err, sizeof err)
+                     : zi_fail (err, sizeof err, ZI_ERR_NOMEM, "out of memory");
+        zmsg_destroy (&zmsg);
+        if (rc) {
+            s_drop (self, ep, "BROKER-DECODE-DROPPED", "%s", err);
+            zframe_destroy (&header);
+            continue;
+        }
+        zi_cmd_t cmd = zi_msg_cmd (msg);
+        if (cmd == ZI_CMD_HEARTBEAT || cmd == ZI_CMD_DISCONNECT) {
+            s_stage_hello (self, ep, S_STAGE_PRE, &msg);
+            zframe_destroy (&header);
+            continue;
+        }
+        zmsg_t *out = NULL;
+        if (zi_msg_encode (&msg, &out)) {
+            s_drop (self, ep, "BROKER-RELAY-FAILED", "cannot re-frame a %s",
+                    zi_cmd_name (cmd));
+            zi_msg_destroy (&msg);
+            zframe_destroy (&header);
+            continue;
+        }
+        zframe_t *encoded = zmsg_pop (out);
+        zframe_destroy (&encoded);
+        zmsg_prepend (out, &header);
         self->stage[S_STAGE_PRE].received++;
-        if (zmsg_send (&zmsg, self->sock[ZI_PLAN_EP_TO_PARTITION])) {
+        if (zmsg_send (&out, self->sock[ZI_PLAN_EP_TO_PARTITION])) {
             //  Lost a race with a partition process leaving: the stage
             //  timeout sends the request in again.
-            self->dropped[ZI_PLAN_EP_PREPROCESSED]++;
-            zi_log_warn ("BROKER-RELAY-FAILED",
-                         "to_partition: cannot relay a message (%s)",
-                         zmq_strerror (errno));
-            zmsg_destroy (&zmsg);
+            s_drop (self, ep, "BROKER-RELAY-FAILED", "cannot relay a message (%s)",
+                    zmq_strerror (errno));
+            zmsg_destroy (&out);
             continue;
         }
         self->stage[S_STAGE_PART].sent++;
@@ -1234,6 +1617,16 @@ s_front_request (zi_broker_t *self, zmsg_t **envelope_p, zi_msg_t **msg_p)
         self->req.duplicates++; //  its one answer is on its way
         goto done;
     }
+    s_answer_t *kept = (s_answer_t *)zhashx_lookup (self->answers, key);
+    if (kept) {
+        //  Answered before, and the client did not get it (or retried
+        //  too early): the same answer again, and the request is not run
+        //  a second time.
+        if (s_answer_send (self, kept, *envelope_p) == 0) {
+            self->req.replayed++;
+            goto done;
+        }
+    }
     if (self->draining) {
         s_send_error (self, ZI_PLAN_EP_FRONT, *envelope_p, true, id, ZI_CODE_UNAVAILABLE,
                       "broker is shutting down");
@@ -1343,8 +1736,7 @@ s_handle_front (zi_broker_t *self)
             break;
         }
         if (rc) {
-            self->dropped[ZI_PLAN_EP_FRONT]++;
-            zi_log_info ("BROKER-BAD-MESSAGE", "front: %s", err);
+            s_drop (self, ZI_PLAN_EP_FRONT, "BROKER-BAD-MESSAGE", "%s", err);
             if (envelope) {
                 s_send_error (self, ZI_PLAN_EP_FRONT, envelope, false, 0,
                               zi_code_from_err (rc), "%s", err);
@@ -1370,10 +1762,11 @@ s_handle_front (zi_broker_t *self)
         }
         case ZI_CMD_ERROR:
             //  Never answer an ERROR with an ERROR.
-            self->dropped[ZI_PLAN_EP_FRONT]++;
+            s_drop (self, ZI_PLAN_EP_FRONT, "BROKER-UNEXPECTED", "dropped an ERROR");
             break;
         default:
-            self->dropped[ZI_PLAN_EP_FRONT]++;
+            s_drop (self, ZI_PLAN_EP_FRONT, "BROKER-UNEXPECTED", "dropped a %s",
+                    zi_cmd_name (zi_msg_cmd (msg)));
             s_send_error (self, ZI_PLAN_EP_FRONT, envelope, zi_msg_has (msg, "id"),
                           zi_msg_id (msg), ZI_CODE_BAD_REQUEST,
                           "%s is not accepted on front (REQUEST, STATS, "
@@ -1425,6 +1818,9 @@ s_worker_remove (zi_broker_t *self, s_worker_t *w, const char *why)
     zi_sched_sel_remove (seg->sel, w->slot);
     if ((size_t)w->slot < seg->nslots) {
         seg->slots[w->slot] = NULL;
+    }
+    if (zi_sched_sel_size (seg->sel) == 0) {
+        seg->empty_since = s_now_ms ();
     }
     zhashx_delete (self->workers, w->key);
     zlistx_destroy (&w->tasks);
@@ -1511,6 +1907,7 @@ s_worker_ready (zi_broker_t *self, s_worker_t *w, const char *key, zmsg_t **enve
         }
         seg->slots[w->slot] = w;
         zhashx_insert (self->workers, w->key, w);
+        seg->empty_since = 0;
     }
     else {
         //  A worker says READY when it starts (or restarts under the same
@@ -1633,9 +2030,8 @@ s_handle_work (zi_broker_t *self)
         char *key = s_routing_hex (envelope);
         s_worker_t *w = key ? (s_worker_t *)zhashx_lookup (self->workers, key) : NULL;
         if (rc || !key) {
-            self->dropped[ZI_PLAN_EP_WORK]++;
-            zi_log_warn ("BROKER-BAD-MESSAGE", "work: from %s: %s",
-                         w ? w->name : "an unknown peer", err);
+            s_drop (self, ZI_PLAN_EP_WORK, "BROKER-BAD-MESSAGE", "from %s: %s",
+                    w ? w->name : "an unknown peer", err);
             if (envelope && rc) {
                 s_send_error (self, ZI_PLAN_EP_WORK, envelope, false, 0,
                               zi_code_from_err (rc), "%s", err);
@@ -1655,6 +2051,10 @@ s_handle_work (zi_broker_t *self)
                 }
                 s_send_command (self, ZI_PLAN_EP_WORK, envelope, ZI_CMD_DISCONNECT,
                                 "unknown worker: send READY first");
+            }
+            else {
+                s_drop (self, ZI_PLAN_EP_WORK, "BROKER-UNEXPECTED",
+                        "DISCONNECT from a worker it does not know");
             }
             goto next;
         }
@@ -1677,7 +2077,8 @@ s_handle_work (zi_broker_t *self)
             s_worker_remove (self, w, "disconnected");
             break;
         default:
-            self->dropped[ZI_PLAN_EP_WORK]++;
+            s_drop (self, ZI_PLAN_EP_WORK, "BROKER-UNEXPECTED", "dropped a %s from %s",
+                    zi_cmd_name (cmd), w->name);
             s_send_error (self, ZI_PLAN_EP_WORK, envelope, false, 0, ZI_CODE_BAD_REQUEST,
                           "%s is not accepted on work", zi_cmd_name (cmd));
         }
@@ -1745,6 +2146,9 @@ s_agg_remove (zi_broker_t *self, s_agg_t *agg)
     free (agg->name);
     free (agg->key);
     free (agg);
+    if (zlistx_size (self->aggs) == 0) {
+        self->aggs_empty_since = s_now_ms ();
+    }
 }
 
 static void
@@ -1783,6 +2187,7 @@ s_agg_hello (zi_broker_t *self, s_agg_t *agg, const char *key, zmsg_t **envelope
         agg->envelope = *envelope_p;
         *envelope_p = NULL;
         zlistx_add_end (self->aggs, agg);
+        self->aggs_empty_since = 0;
     }
     else if (strcmp (agg->name, name) != 0) {
         char *copy = strdup (name);
@@ -1829,8 +2234,7 @@ s_handle_aggregate (zi_broker_t *self)
         char *key = s_routing_hex (envelope);
         s_agg_t *agg = key ? s_agg_find (self, key, 0) : NULL;
         if (rc || !key) {
-            self->dropped[ep]++;
-            zi_log_warn ("BROKER-BAD-MESSAGE", "to_aggregate: %s", err);
+            s_drop (self, ep, "BROKER-BAD-MESSAGE", "%s", err);
             if (envelope && rc) {
                 s_send_error (self, ep, envelope, false, 0, zi_code_from_err (rc), "%s",
                               err);
@@ -1839,6 +2243,7 @@ s_handle_aggregate (zi_broker_t *self)
         }
         if (agg) {
             agg->last_recv = s_now_ms ();
+            agg->beats += zi_msg_cmd (msg) == ZI_CMD_HEARTBEAT;
         }
         switch (zi_msg_cmd (msg)) {
         case ZI_CMD_READY:
@@ -1858,17 +2263,21 @@ s_handle_aggregate (zi_broker_t *self)
                              zlistx_size (agg->tasks));
                 s_agg_remove (self, agg);
             }
+            else {
+                s_drop (self, ep, "BROKER-UNEXPECTED",
+                        "DISCONNECT from an aggregator it does not know");
+            }
             break;
         case ZI_CMD_ERROR: {
             char summary[256];
-            self->dropped[ep]++;
-            zi_log_warn ("BROKER-AGG-ERROR", "from %s: %s",
-                         agg ? agg->name : "an unknown aggregator",
-                         zi_msg_summary (msg, summary, sizeof summary));
+            s_drop (self, ep, "BROKER-AGG-ERROR", "from %s: %s",
+                    agg ? agg->name : "an unknown aggregator",
+                    zi_msg_summary (msg, summary, sizeof summary));
             break;
         }
         default:
-            self->dropped[ep]++;
+            s_drop (self, ep, "BROKER-UNEXPECTED", "dropped a %s",
+                    zi_cmd_name (zi_msg_cmd (msg)));
             s_send_error (self, ep, envelope, false, 0, ZI_CODE_BAD_REQUEST,
                           "%s is not accepted on to_aggregate",
                           zi_cmd_name (zi_msg_cmd (msg)));
@@ -1958,11 +2367,12 @@ s_handle_results (zi_broker_t *self)
         if (rc == ZI_ERR_IO) {
             break;
         }
-        self->stage[S_STAGE_AGG].received++;
         if (rc) {
-            self->dropped[ep]++;
-            zi_log_warn ("BROKER-DECODE-DROPPED", "results: %s", err);
+            s_drop (self, ep, "BROKER-DECODE-DROPPED", "%s", err);
             continue;
+        }
+        if (zi_msg_cmd (msg) == ZI_CMD_REPLY || zi_msg_cmd (msg) == ZI_CMD_ERROR) {
+            self->stage[S_STAGE_AGG].received++;
         }
         s_request_t *req
             = zi_msg_has (msg, "id") ? s_request_find (self, zi_msg_id (msg)) : NULL;
@@ -1995,14 +2405,19 @@ s_handle_results (zi_broker_t *self)
                 = zi_msg_name (msg) ? s_agg_find_name (self, zi_msg_name (msg)) : NULL;
             if (agg) {
                 agg->last_recv = s_now_ms ();
+                agg->beats++;
+            }
+            else {
+                s_drop (self, ep, "BROKER-UNEXPECTED",
+                        "HEARTBEAT from %s, not a live aggregator",
+                        zi_msg_name (msg) ? zi_msg_name (msg) : "a peer without a name");
             }
             break;
         }
         default: {
             char summary[256];
-            self->dropped[ep]++;
-            zi_log_warn ("BROKER-UNEXPECTED", "results: dropped %s",
-                         zi_msg_summary (msg, summary, sizeof summary));
+            s_drop (self, ep, "BROKER-UNEXPECTED", "dropped %s",
+                    zi_msg_summary (msg, summary, sizeof summary));
         }
         }
         zi_msg_destroy (&msg);
@@ -2204,6 +2619,46 @@ s_tick_peers (zi_broker_t *self, int64_t now)
     }
 }
 
+//  True (with the reason in why) when a request could not move since it
+//  was admitted because what it waits for was never there: no live
+//  replica of the segment its rows are queued for, no live aggregator,
+//  or no first stage that would take it. Its deadline then ends it with
+//  UNAVAILABLE rather than TIMEOUT.
+static bool
+s_request_blocked (zi_broker_t *self, const s_request_t *req, char *why, size_t len)
+{
+    if (!req->entry_done && req->entry_sent == 0 && req->entry_attempt == 0
+        && req->inject_handle) {
+        snprintf (why, len,
+                  "the %s stage did not take the request (none connected, or all full)",
+                  self->has_pre ? "preprocess" : "partition");
+        return true;
+    }
+    for (size_t i = 0; i < req->ntids; i++) {
+        const s_task_t *task
+            = (const s_task_t *)zhashx_lookup (self->tasks, &req->tids[i]);
+        if (!task) {
+            continue;
+        }
+        if (task->state == S_QUEUED) {
+            const s_segment_t *seg = &self->segs[task->seg];
+            if (seg->empty_since && seg->empty_since <= req->admitted) {
+                snprintf (why, len,
+                          "no live replica of segment %" PRIu32
+                          " since the request was admitted",
+                          task->seg);
+                return true;
+            }
+        }
+        else if (task->state == S_AGG_WAIT && self->aggs_empty_since
+                 && self->aggs_empty_since <= req->admitted) {
+            snprintf (why, len, "no live aggregator since the request was admitted");
+            return true;
+        }
+    }
+    return false;
+}
+
 static void
 s_tick_requests (zi_broker_t *self, int64_t now)
 {
@@ -2231,10 +2686,18 @@ s_tick_requests (zi_broker_t *self, int64_t now)
             continue;
         }
         if (req->deadline_at && now >= req->deadline_at) {
-            s_request_fail (self, req, ZI_CODE_TIMEOUT,
-                            "deadline of %" PRIu32 " ms passed (admitted %" PRId64
-                            " ms ago)",
-                            req->budget_ms, now - req->admitted);
+            char why[256];
+            if (s_request_blocked (self, req, why, sizeof why)) {
+                s_request_fail (self, req, ZI_CODE_UNAVAILABLE,
+                                "%s; deadline of %" PRIu32 " ms passed", why,
+                                req->budget_ms);
+            }
+            else {
+                s_request_fail (self, req, ZI_CODE_TIMEOUT,
+                                "deadline of %" PRIu32 " ms passed (admitted %" PRId64
+                                " ms ago)",
+                                req->budget_ms, now - req->admitted);
+            }
             continue;
         }
         //  Lost in the stages (a PUSH/PULL hop dropped it, or a stage
@@ -2265,6 +2728,7 @@ s_tick (zi_broker_t *self, int64_t now)
 {
     s_tick_peers (self, now);
     s_tick_requests (self, now);
+    s_answers_expire (self, now);
 }
 
 //  ---------------------------------------------------------------------
@@ -2380,15 +2844,86 @@ s_pk_segment (zi_broker_t *self, msgpack_packer *pk, size_t s)
     free (absent);
 }
 
+//  A stage's counters and its replicas: preprocess and partition from
+//  their HEARTBEATs on the PUSH links (role >= 0), the aggregators from
+//  the to_aggregate link (role < 0).
 static void
-s_pk_stage (msgpack_packer *pk, const char *name, uint64_t sent, uint64_t received,
-            uint64_t inflight)
+s_pk_stage (zi_broker_t *self, msgpack_packer *pk, const char *name, int role,
+            uint64_t sent, uint64_t received, uint64_t inflight)
 {
+    int64_t now = s_now_ms ();
+    int64_t window = self->interval * self->liveness;
+    size_t n = 0, live = 0;
+    if (role >= 0) {
+        for (size_t i = 0; i < self->nspeers; i++) {
+            const s_stage_peer_t *p = &self->speers[i];
+            if (p->role == role) {
+                n++;
+                live += p->last_recv && !p->gone && now - p->last_recv <= window;
+            }
+        }
+    }
+    else {
+        n = live = zlistx_size (self->aggs);
+    }
     s_pk_str (pk, name);
-    msgpack_pack_map (pk, 3);
+    msgpack_pack_map (pk, 5);
     s_pk_u64 (pk, "sent", sent);
     s_pk_u64 (pk, "received", received);
     s_pk_u64 (pk, "inflight", inflight);
+    s_pk_u64 (pk, "live", live);
+    s_pk_str (pk, "replicas");
+    msgpack_pack_array (pk, n);
+    if (role >= 0) {
+        for (size_t i = 0; i < self->nspeers; i++) {
+            const s_stage_peer_t *p = &self->speers[i];
+            if (p->role != role) {
+                continue;
+            }
+            msgpack_pack_map (pk, 4);
+            s_pk_str (pk, "name");
+            s_pk_str (pk, p->name);
+            s_pk_bool (pk, "live",
+                       p->last_recv && !p->gone && now - p->last_recv <= window);
+            s_pk_u64 (pk, "beats", p->beats);
+            //  ms since last heard; -1: never
+            s_pk_str (pk, "last_ms");
+            msgpack_pack_int64 (pk, p->last_recv ? now - p->last_recv : -1);
+        }
+        return;
+    }
+    for (s_agg_t *agg = (s_agg_t *)zlistx_first (self->aggs); agg;
+         agg = (s_agg_t *)zlistx_next (self->aggs)) {
+        msgpack_pack_map (pk, 4);
+        s_pk_str (pk, "name");
+        s_pk_str (pk, agg->name);
+        s_pk_bool (pk, "live", true);
+        s_pk_u64 (pk, "beats", agg->beats);
+        s_pk_str (pk, "last_ms");
+        msgpack_pack_int64 (pk, now - agg->last_recv);
+    }
+}
+
+//  The broker's memory: resident set (KiB) and the bytes its allocator
+//  has handed out and not got back (glibc; 0 elsewhere). The second
+//  tells a leak from memory the allocator keeps for reuse.
+static void
+s_memory (uint64_t *rss_kb, uint64_t *heap_bytes)
+{
+    *rss_kb = 0;
+    *heap_bytes = 0;
+    FILE *f = fopen ("/proc/self/statm", "r");
+    if (f) {
+        unsigned long size = 0, resident = 0;
+        if (fscanf (f, "%lu %lu", &size, &resident) == 2) {
+            *rss_kb = (uint64_t)resident * (uint64_t)sysconf (_SC_PAGESIZE) / 1024;
+        }
+        fclose (f);
+    }
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 33)
+    struct mallinfo2 mi = mallinfo2 ();
+    *heap_bytes = (uint64_t)mi.uordblks + (uint64_t)mi.hblkhd;
+#endif
 }
 
 static void
@@ -2412,12 +2947,12 @@ s_pack_stats (zi_broker_t *self, msgpack_packer *pk)
          req = (s_request_t *)zhashx_next (self->requests)) {
         waiting_rows += !req->entry_done;
     }
-    msgpack_pack_map (pk, 9);
+    msgpack_pack_map (pk, 10);
     s_pk_u64 (pk, "uptime_ms", (uint64_t)(now - self->started));
     s_pk_bool (pk, "draining", self->draining);
 
     s_pk_str (pk, "requests");
-    msgpack_pack_map (pk, 9);
+    msgpack_pack_map (pk, 12);
     s_pk_u64 (pk, "admitted", self->req.admitted);
     s_pk_u64 (pk, "completed", self->req.completed);
     s_pk_u64 (pk, "failed", self->req.failed);
@@ -2426,6 +2961,9 @@ s_pack_stats (zi_broker_t *self, msgpack_packer *pk)
     s_pk_u64 (pk, "timeout", self->req.timeout);
     s_pk_u64 (pk, "duplicates", self->req.duplicates);
     s_pk_u64 (pk, "reinjected", self->req.reinjected);
+    s_pk_u64 (pk, "replayed", self->req.replayed);
+    s_pk_u64 (pk, "answers_kept", zlistx_size (self->answer_order));
+    s_pk_u64 (pk, "answers_bytes", self->answer_bytes);
     s_pk_str (pk, "errors");
     msgpack_pack_map (pk, nerrors);
     for (int c = 0; c < 1000; c++) {
@@ -2462,11 +3000,11 @@ s_pack_stats (zi_broker_t *self, msgpack_packer *pk)
     msgpack_pack_map (pk, 3);
     uint64_t pre_sent = self->stage[S_STAGE_PRE].sent;
     uint64_t pre_recv = self->stage[S_STAGE_PRE].received;
-    s_pk_stage (pk, "preprocess", pre_sent, pre_recv,
+    s_pk_stage (self, pk, "preprocess", S_STAGE_PRE, pre_sent, pre_recv,
                 pre_sent > pre_recv ? pre_sent - pre_recv : 0);
-    s_pk_stage (pk, "partition", self->stage[S_STAGE_PART].sent,
+    s_pk_stage (self, pk, "partition", S_STAGE_PART, self->stage[S_STAGE_PART].sent,
                 self->stage[S_STAGE_PART].received, waiting_rows);
-    s_pk_stage (pk, "aggregate", self->stage[S_STAGE_AGG].sent,
+    s_pk_stage (self, pk, "aggregate", -1, self->stage[S_STAGE_AGG].sent,
                 self->stage[S_STAGE_AGG].received, at_agg);
 
     s_pk_str (pk, "aggregators");
@@ -2492,6 +3030,12 @@ s_pack_stats (zi_broker_t *self, msgpack_packer *pk)
         s_pk_u64 (pk, s_ep_name (pulled[i]), self->dropped[pulled[i]]);
     }
     s_pk_u64 (pk, "copied_bytes", self->copied_bytes);
+    uint64_t rss_kb, heap_bytes;
+    s_memory (&rss_kb, &heap_bytes);
+    s_pk_str (pk, "memory");
+    msgpack_pack_map (pk, 2);
+    s_pk_u64 (pk, "rss_kb", rss_kb);
+    s_pk_u64 (pk, "heap_bytes", heap_bytes);
 }
 
 static void
@@ -2580,85 +3124,6 @@ s_setup_inputs (zi_broker_t *self, char *err, size_t errlen)
     return 0;
 }
 
-//  Remove the allow-list directory (its files are ours alone).
-static void
-s_keydir_remove (zi_broker_t *self)
-{
-    if (!self->keydir[0]) {
-        return;
-    }
-    zdir_t *dir = zdir_new (self->keydir, NULL);
-    if (dir) {
-        zdir_remove (dir, true);
-        zdir_destroy (&dir);
-    }
-    rmdir (self->keydir);
-    self->keydir[0] = 0;
-}
-
-//  CURVE: every socket becomes a CURVE server with the plan's key pair, and
-//  a zauth actor lets in only the plan's allowed_keys. zauth reads allowed
-//  keys as public certificates in a directory, so they are written into a
-//  private temporary one.
-static int
-s_setup_curve (zi_broker_t *self, char *err, size_t errlen)
-{
-    const zi_plan_security_t *sec = &self->plan->security;
-    char path[4096];
-    if (!sec->server_secret_file
-        || zi_plan_path (self->plan, sec->server_secret_file, path, sizeof path)) {
-        return zi_fail (err, errlen, ZI_ERR_INVALID,
-                        "plan: security.curve is on but security.server_secret_file "
-                        "is not set");
-    }
-    self->cert = zcert_load (path);
-    if (!self->cert) {
-        return zi_fail (err, errlen, ZI_ERR_IO,
-                        "security.server_secret_file '%s': cannot load a CURVE "
-                        "certificate",
-                        path);
-    }
-    if (sec->server_public_key
-        && strcmp (zcert_public_txt (self->cert), sec->server_public_key) != 0) {
-        return zi_fail (err, errlen, ZI_ERR_INVALID,
-                        "security.server_secret_file '%s' holds public key %s, "
-                        "not the plan's server_public_key %s",
-                        path, zcert_public_txt (self->cert), sec->server_public_key);
-    }
-    const char *tmp = getenv ("TMPDIR");
-    snprintf (self->keydir, sizeof self->keydir, "%s/zinfer-broker-keys-XXXXXX",
-              tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp (self->keydir)) {
-        self->keydir[0] = 0;
-        return zi_fail (err, errlen, ZI_ERR_IO,
-                        "cannot create a directory for the allowed keys: %s",
-                        strerror (errno));
-    }
-    for (size_t i = 0; i < sec->n_allowed_keys; i++) {
-        const char *key = sec->allowed_keys[i];
-        uint8_t public_key[32], secret_key[32] = { 0 };
-        if (!key || strlen (key) != 40 || !zmq_z85_decode (public_key, key)) {
-            return zi_fail (err, errlen, ZI_ERR_INVALID,
-                            "plan: security.allowed_keys[%zu] is not a Z85 key", i);
-        }
-        zcert_t *cert = zcert_new_from (public_key, secret_key);
-        char file[512];
-        snprintf (file, sizeof file, "%s/key-%zu.txt", self->keydir, i);
-        int rc = cert ? zcert_save_public (cert, file) : -1;
-        zcert_destroy (&cert);
-        if (rc) {
-            return zi_fail (err, errlen, ZI_ERR_IO, "cannot write %s", file);
-        }
-    }
-    self->auth = zactor_new (zauth, NULL);
-    if (!self->auth) {
-        return zi_fail (err, errlen, ZI_ERR_NOMEM, "cannot start zauth");
-    }
-    zstr_sendx (self->auth, "CURVE", self->keydir, NULL);
-    zsock_wait (self->auth);
-    return 0;
-}
-
 static int
 s_setup_sockets (zi_broker_t *self, char *err, size_t errlen)
 {
@@ -2668,9 +3133,6 @@ s_setup_sockets (zi_broker_t *self, char *err, size_t errlen)
         [ZI_PLAN_EP_INTAKE] = ZMQ_PULL,         [ZI_PLAN_EP_WORK] = ZMQ_ROUTER,
         [ZI_PLAN_EP_TO_AGGREGATE] = ZMQ_ROUTER, [ZI_PLAN_EP_RESULTS] = ZMQ_PULL,
     };
-    int64_t maxmsg = self->plan->broker.max_message_bytes > 0
-                         ? self->plan->broker.max_message_bytes
-                         : ZI_PLAN_DEFAULT_MAX_MESSAGE_BYTES;
     for (int ep = 0; ep < ZI_PLAN_EP_COUNT; ep++) {
         const char *bind = self->plan->broker.endpoints[ep].bind;
         if (!bind || !*bind) {
@@ -2684,22 +3146,26 @@ s_setup_sockets (zi_broker_t *self, char *err, size_t errlen)
                             s_ep_name ((zi_plan_ep_t)ep));
         }
         self->sock[ep] = sock;
-        zmq_setsockopt (zsock_resolve (sock), ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
-        zsock_set_sndhwm (sock, S_HWM);
-        zsock_set_rcvhwm (sock, S_HWM);
+        //  MAXMSGSIZE, ZMTP heartbeats, the handshake bound (zi_security.h).
+        zi_security_socket (sock, self->plan, true);
+        int hwm = ep == ZI_PLAN_EP_FRONT ? S_FRONT_HWM : S_HWM;
+        zsock_set_sndhwm (sock, hwm);
+        zsock_set_rcvhwm (sock, hwm);
         zsock_set_linger (sock, S_LINGER_MS);
         //  The loop never blocks on a socket: a full or unconnected PUSH
         //  says EAGAIN and the work waits in the broker's own queues.
         zsock_set_rcvtimeo (sock, 0);
         zsock_set_sndtimeo (sock, 0);
-        if (types[ep] == ZMQ_ROUTER && ep != ZI_PLAN_EP_FRONT) {
-            //  A restarted worker reconnects under its name at once.
+        if (types[ep] == ZMQ_ROUTER) {
+            //  A restarted worker reconnects under its name at once, and a
+            //  client (zi_client sets a stable routing id) that reconnects
+            //  gets the answers of its requests on the new connection.
             zsock_set_router_handover (sock, 1);
         }
-        if (self->cert) {
-            zcert_apply (self->cert, sock);
-            zsock_set_curve_server (sock, 1);
-            zsock_set_zap_domain (sock, "zinfer");
+        if (self->security) {
+            //  Every socket, the PUSH and PULL ones too: one that admitted
+            //  the NULL mechanism would let anybody feed the stages.
+            zi_security_server_apply (self->security, sock);
         }
         if (zsock_bind (sock, "%s", bind) < 0) {
             return zi_fail (err, errlen, ZI_ERR_IO, "cannot bind %s to %s: %s",
@@ -2807,6 +3273,40 @@ zi_broker_new (const zi_plan_t *plan, char *err, size_t errlen)
         goto nomem;
     }
     zhashx_set_destructor (self->rstats, s_rstats_destroy);
+    self->answers = zhashx_new ();
+    self->answer_order = zlistx_new ();
+    if (!self->answers || !self->answer_order) {
+        goto nomem;
+    }
+    //  Keys are the answers' own strings: the entry goes before its item.
+    zhashx_set_key_duplicator (self->answers, NULL);
+    zhashx_set_key_destructor (self->answers, NULL);
+    //  The plan's preprocess and partition replicas, heard on PUSH links.
+    for (size_t i = 0; i < plan->n_stages; i++) {
+        const zi_plan_stage_t *st = &plan->stages[i];
+        zi_plan_stage_kind_t role = zi_plan_stage_role (st);
+        if (role != ZI_PLAN_STAGE_PREPROCESS && role != ZI_PLAN_STAGE_PARTITION) {
+            continue;
+        }
+        for (size_t r = 0; r < st->n_replicas && self->nspeers < S_MAX_STAGE_PEERS; r++) {
+            if (!st->replicas[r].name) {
+                continue;
+            }
+            s_stage_peer_t *grown = (s_stage_peer_t *)realloc (
+                self->speers, (self->nspeers + 1) * sizeof *grown);
+            if (!grown) {
+                goto nomem;
+            }
+            self->speers = grown;
+            s_stage_peer_t *peer = &self->speers[self->nspeers];
+            memset (peer, 0, sizeof *peer);
+            peer->role = role == ZI_PLAN_STAGE_PREPROCESS ? S_STAGE_PRE : S_STAGE_PART;
+            if (!(peer->name = strdup (st->replicas[r].name))) {
+                goto nomem;
+            }
+            self->nspeers++;
+        }
+    }
     //  Every planned replica has a statistics record from the start.
     for (size_t s = 0; s < self->nsegs; s++) {
         const zi_plan_segment_t *ps = &plan->segments[s];
@@ -2819,20 +3319,31 @@ zi_broker_new (const zi_plan_t *plan, char *err, size_t errlen)
             }
         }
     }
-    if (plan->security.curve && s_setup_curve (self, err, errlen)) {
+    if (plan->security.curve
+        && !(self->security = zi_security_server_new (plan, err, errlen))) {
         goto fail;
     }
     if (s_setup_sockets (self, err, errlen)) {
         goto fail;
     }
     self->started = self->last_tick = s_now_ms ();
+    //  Nothing is live yet: a request that finds no replica (aggregator)
+    //  before its deadline is UNAVAILABLE.
+    for (size_t s = 0; s < self->nsegs; s++) {
+        if (zi_sched_sel_size (self->segs[s].sel) == 0) {
+            self->segs[s].empty_since = self->started;
+        }
+    }
+    self->aggs_empty_since = self->started;
+    self->next_rid = s_id_base ();
+    self->next_tid = s_id_base ();
     zi_log_info ("BROKER-START",
                  "serving %zu segments, %zu priority classes (%s), front %s, "
                  "queue limit %" PRId64 ", heartbeat %" PRId64 " ms x %" PRId64 "%s",
                  self->nsegs, self->nclasses, strict ? "strict" : "weighted",
                  plan->broker.endpoints[ZI_PLAN_EP_FRONT].bind, self->queue_limit,
                  self->interval, self->liveness,
-                 self->cert ? ", CURVE with an allow-list" : "");
+                 self->security ? ", CURVE with an allow-list on every socket" : "");
     return self;
 nomem:
     zi_fail (err, errlen, ZI_ERR_NOMEM, "out of memory");
@@ -2893,6 +3404,18 @@ zi_broker_destroy (zi_broker_t **self_p)
     }
     zhashx_destroy (&self->clients);
     zhashx_destroy (&self->rstats);
+    if (self->answer_order) {
+        s_answer_t *kept;
+        while ((kept = (s_answer_t *)zlistx_first (self->answer_order))) {
+            s_answer_forget (self, kept);
+        }
+        zlistx_destroy (&self->answer_order);
+    }
+    zhashx_destroy (&self->answers);
+    for (size_t i = 0; i < self->nspeers; i++) {
+        free (self->speers[i].name);
+    }
+    free (self->speers);
     zlistx_destroy (&self->inject);
     zlistx_destroy (&self->agg_wait);
     for (size_t s = 0; self->segs && s < self->nsegs; s++) {
@@ -2911,9 +3434,7 @@ zi_broker_destroy (zi_broker_t **self_p)
     for (int ep = 0; ep < ZI_PLAN_EP_COUNT; ep++) {
         zsock_destroy (&self->sock[ep]);
     }
-    zactor_destroy (&self->auth);
-    zcert_destroy (&self->cert);
-    s_keydir_remove (self);
+    zi_security_server_destroy (&self->security);
     free (self);
     *self_p = NULL;
 }

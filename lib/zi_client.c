@@ -5,14 +5,48 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "zi_security.h"
+
+//  Answers to requests already answered are dropped (not stashed) when
+//  their id is among the last S_DONE completed ones.
+#define S_DONE 1024
+
 struct zi_client {
     zsock_t *sock;
     uint64_t next_id;
     zlist_t *stash;         //  replies received while waiting for another
+    char identity[64];
+    uint64_t done[S_DONE];  //  ring of ids answered by infer / infer_retry
+    size_t ndone, done_next;
+    zi_client_counts_t counts;
 };
 
-zi_client_t *
-zi_client_new (const char *endpoint, char *err, size_t errlen)
+//  Random bytes from the kernel, or (never expected) from the clock.
+static void
+s_random (void *buf, size_t n)
+{
+    int fd = open ("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    ssize_t got = fd >= 0 ? read (fd, buf, n) : -1;
+    if (fd >= 0) {
+        close (fd);
+    }
+    if (got != (ssize_t) n) {
+        uint64_t x = (uint64_t) zclock_usecs () ^ ((uint64_t) getpid () << 32);
+        for (size_t i = 0; i < n; i++) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ((uint8_t *) buf)[i] = (uint8_t) x;
+        }
+    }
+}
+
+static zi_client_t *
+s_client_new (const char *endpoint, const zi_client_opts_t *opts, const zi_plan_t *plan,
+              char *err, size_t errlen)
 {
     if (!endpoint || (strncmp (endpoint, "tcp://", 6) && strncmp (endpoint, "ipc://", 6)
                       && strncmp (endpoint, "inproc://", 9))) {
@@ -32,8 +66,49 @@ zi_client_new (const char *endpoint, char *err, size_t errlen)
         zi_fail (err, errlen, ZI_ERR_NOMEM, "cannot create a socket");
         return NULL;
     }
+    //  Heartbeats, handshake bound, reconnect backoff; MAXMSGSIZE.
+    zi_security_socket (self->sock, plan, false);
+    if (opts && opts->max_message_bytes > 0) {
+        int64_t max = opts->max_message_bytes;
+        zmq_setsockopt (zsock_resolve (self->sock), ZMQ_MAXMSGSIZE, &max, sizeof max);
+    }
+    //  A stable routing id: the broker keys requests on (routing id, id),
+    //  so a retry that goes out on a new connection (after a reconnect)
+    //  is still known as the same request.
+    if (opts && opts->identity) {
+        size_t n = strlen (opts->identity);
+        if (n == 0 || n >= sizeof self->identity) {
+            zi_client_destroy (&self);
+            zi_fail (err, errlen, ZI_ERR_INVALID, "identity: 1..%zu bytes",
+                     sizeof self->identity - 1);
+            return NULL;
+        }
+        memcpy (self->identity, opts->identity, n + 1);
+    }
+    else {
+        uint8_t raw[12];
+        s_random (raw, sizeof raw);
+        int at = snprintf (self->identity, sizeof self->identity, "zc-");
+        for (size_t i = 0; i < sizeof raw; i++) {
+            at += snprintf (self->identity + at, sizeof self->identity - (size_t) at, "%02x",
+                            raw[i]);
+        }
+    }
+    zsock_set_identity (self->sock, self->identity);
     //  Unanswered requests are abandoned on close: nothing to flush.
     zsock_set_linger (self->sock, 0);
+    int rc = 0;
+    if (plan) {
+        rc = zi_security_client (self->sock, plan, ZI_SECURITY_CLIENT_NAME, err, errlen);
+    }
+    else if (opts && (opts->curve_server_key || opts->curve_secret_file)) {
+        rc = zi_security_client_keys (self->sock, opts->curve_secret_file,
+                                      opts->curve_server_key, err, errlen);
+    }
+    if (rc) {
+        zi_client_destroy (&self);
+        return NULL;
+    }
     if (zsock_connect (self->sock, "%s", endpoint)) {
         zi_client_destroy (&self);
         zi_fail (err, errlen, ZI_ERR_INVALID, "cannot connect to '%s'", endpoint);
@@ -41,8 +116,34 @@ zi_client_new (const char *endpoint, char *err, size_t errlen)
     }
     //  Ids start at a random point so that a restarted client does not reuse
     //  the ids of its previous life within the broker's memory of them.
-    self->next_id = ((uint64_t) randof (1 << 30) << 20) + 1;
+    uint64_t r = 0;
+    s_random (&r, sizeof r);
+    self->next_id = ((r & ((1ull << 30) - 1)) << 20) + 1;
     return self;
+}
+
+zi_client_t *
+zi_client_new (const char *endpoint, char *err, size_t errlen)
+{
+    return s_client_new (endpoint, NULL, NULL, err, errlen);
+}
+
+zi_client_t *
+zi_client_new_opts (const char *endpoint, const zi_client_opts_t *opts, char *err,
+                    size_t errlen)
+{
+    return s_client_new (endpoint, opts, NULL, err, errlen);
+}
+
+zi_client_t *
+zi_client_new_plan (const zi_plan_t *plan, char *err, size_t errlen)
+{
+    if (!plan) {
+        zi_fail (err, errlen, ZI_ERR_INVALID, "no plan");
+        return NULL;
+    }
+    return s_client_new (plan->broker.endpoints[ZI_PLAN_EP_FRONT].connect, NULL, plan, err,
+                         errlen);
 }
 
 void
@@ -84,7 +185,31 @@ zi_client_send (zi_client_t *self, zi_msg_t **request_p, uint64_t *id)
     if (rc == 0 && id) {
         *id = sent;
     }
+    if (rc == 0) {
+        self->counts.sent++;
+    }
     return rc;
+}
+
+static void
+s_done_add (zi_client_t *self, uint64_t id)
+{
+    self->done[self->done_next] = id;
+    self->done_next = (self->done_next + 1) % S_DONE;
+    if (self->ndone < S_DONE) {
+        self->ndone++;
+    }
+}
+
+static bool
+s_done_has (const zi_client_t *self, uint64_t id)
+{
+    for (size_t i = 0; i < self->ndone; i++) {
+        if (self->done[i] == id) {
+            return true;
+        }
+    }
+    return false;
 }
 
 //  Wait for one message from the socket (not the stash).
@@ -160,6 +285,13 @@ s_wait_for (zi_client_t *self, uint64_t id, int timeout_ms, zi_msg_t **reply_p, 
             zi_msg_destroy (&m);
             continue;
         }
+        //  A second answer to a request answered already (it crossed a
+        //  retry): the caller had its one answer.
+        if (s_done_has (self, zi_msg_id (m))) {
+            self->counts.stale++;
+            zi_msg_destroy (&m);
+            continue;
+        }
         zlist_append (self->stash, m);
     }
 }
@@ -198,7 +330,146 @@ zi_client_infer (zi_client_t *self, int n, const char *const *names,
         return zi_fail (err, errlen, rc, "cannot send the request (%s)", zi_strerror (rc));
     }
     rc = s_wait_for (self, id, timeout_ms, reply_p, err, errlen);
+    if (rc == 0) {
+        s_done_add (self, id);
+    }
     return rc ? rc : s_error_reply (*reply_p, err, errlen);
+}
+
+//  A REQUEST with copies of the inputs and the given id, prio, deadline,
+//  in *req_p. Returns 0 or an error (with a message in err).
+static int
+s_request (int n, const char *const *names, const zi_tensor_t *const *inputs, uint64_t id,
+           const zi_client_retry_t *o, uint32_t attempt, zi_msg_t **req_p, char *err,
+           size_t errlen)
+{
+    *req_p = NULL;
+    zi_msg_t *req = zi_msg_new (ZI_CMD_REQUEST);
+    if (!req) {
+        return zi_fail (err, errlen, ZI_ERR_NOMEM, "out of memory");
+    }
+    zi_msg_set_id (req, id);
+    zi_msg_set_attempt (req, attempt);
+    int rc = o->prio ? zi_msg_set_prio (req, o->prio) : 0;
+    if (rc) {
+        zi_msg_destroy (&req);
+        return zi_fail (err, errlen, ZI_ERR_INVALID, "prio %d: classes are 0..%d", o->prio,
+                        ZI_MSG_MAX_PRIO);
+    }
+    if (o->deadline_ms) {
+        zi_msg_set_deadline_ms (req, o->deadline_ms);
+    }
+    for (int i = 0; i < n; i++) {
+        rc = zi_msg_add_tensor_copy (req, names[i], inputs[i]);
+        if (rc) {
+            zi_msg_destroy (&req);
+            return zi_fail (err, errlen, rc, "input '%s': cannot add to the request (%s)",
+                            names[i], zi_strerror (rc));
+        }
+    }
+    *req_p = req;
+    return ZI_OK;
+}
+
+int
+zi_client_infer_retry (zi_client_t *self, int n, const char *const *names,
+                       const zi_tensor_t *const *inputs, const zi_client_retry_t *opts,
+                       zi_msg_t **reply_p, char *err, size_t errlen)
+{
+    static const zi_client_retry_t defaults = ZI_CLIENT_RETRY_DEFAULTS;
+    zi_client_retry_t o = opts ? *opts : defaults;
+    o.attempt_ms = o.attempt_ms > 0 ? o.attempt_ms : defaults.attempt_ms;
+    o.total_ms = o.total_ms > 0 ? o.total_ms : defaults.total_ms;
+    o.backoff_ms = o.backoff_ms > 0 ? o.backoff_ms : defaults.backoff_ms;
+    o.backoff_max_ms = o.backoff_max_ms >= o.backoff_ms ? o.backoff_max_ms : o.backoff_ms;
+    *reply_p = NULL;
+    uint64_t id = self->next_id++;
+    int64_t end = zclock_mono () + o.total_ms;
+    int64_t backoff = o.backoff_ms;
+    char last[ZI_MSG_MAX_REASON + 64] = "no answer";
+    uint32_t attempt = 0;
+    for (;; attempt++) {
+        if (zsys_interrupted) {
+            return zi_fail (err, errlen, ZI_ERR_IO, "interrupted");
+        }
+        int64_t now = zclock_mono ();
+        if (now >= end) {
+            break;
+        }
+        //  Never block on a full queue (a broker gone for long): that is
+        //  an attempt without an answer.
+        bool sent = false;
+        if (zsock_events (self->sock) & ZMQ_POLLOUT) {
+            zi_msg_t *req = NULL;
+            int rc = s_request (n, names, inputs, id, &o, attempt, &req, err, errlen);
+            if (rc) {
+                return rc;
+            }
+            if (zi_msg_send (&req, self->sock) == 0) {
+                sent = true;
+                if (attempt == 0) {
+                    self->counts.sent++;
+                }
+                else {
+                    self->counts.resent++;
+                }
+            }
+            zi_msg_destroy (&req);
+        }
+        int64_t wait = end - zclock_mono ();
+        wait = wait < o.attempt_ms ? wait : o.attempt_ms;
+        if (!sent) {
+            wait = wait < backoff ? wait : backoff;
+        }
+        zi_msg_t *m = NULL;
+        int rc = s_wait_for (self, id, (int) (wait > 0 ? wait : 0), &m, err, errlen);
+        if (rc == ZI_ERR_TIMEOUT) {
+            snprintf (last, sizeof last, "no answer within %d ms", o.attempt_ms);
+            continue; //  a lost request or answer: the same id again, now
+        }
+        if (rc) {
+            return rc;
+        }
+        if (zi_msg_cmd (m) != ZI_CMD_ERROR) {
+            s_done_add (self, id);
+            *reply_p = m;
+            return ZI_OK;
+        }
+        int code = zi_msg_code (m);
+        if (!zi_msg_has (m, "id") || !zi_code_retryable (code)) {
+            s_done_add (self, id);
+            *reply_p = m;
+            return s_error_reply (m, err, errlen);
+        }
+        snprintf (last, sizeof last, "%s: %s", zi_code_name (code),
+                  zi_msg_reason (m) ? zi_msg_reason (m) : "");
+        zi_msg_destroy (&m);
+        //  BUSY, UNAVAILABLE, TIMEOUT: wait, then the same id again. The
+        //  wait is drawn from [b/2, b] so clients that were refused
+        //  together do not all come back together.
+        uint32_t r = 0;
+        s_random (&r, sizeof r);
+        int64_t pause = backoff / 2 + (int64_t) (r % (uint32_t) (backoff / 2 + 1));
+        int64_t left = end - zclock_mono ();
+        zclock_sleep ((int) (pause < left ? pause : left > 0 ? left : 0));
+        backoff = backoff * 2 < o.backoff_max_ms ? backoff * 2 : o.backoff_max_ms;
+    }
+    return zi_fail (err, errlen, ZI_ERR_TIMEOUT,
+                    "request %llu: no answer after %u attempt%s in %d ms (last: %s)",
+                    (unsigned long long) id, attempt, attempt == 1 ? "" : "s", o.total_ms,
+                    last);
+}
+
+void
+zi_client_counts (const zi_client_t *self, zi_client_counts_t *counts)
+{
+    *counts = self->counts;
+}
+
+const char *
+zi_client_identity (const zi_client_t *self)
+{
+    return self->identity;
 }
 
 static int

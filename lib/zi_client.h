@@ -22,6 +22,25 @@
     id), then zi_client_recv replies in whatever order they come; match them
     with zi_msg_id. An ERROR reply is a message with zi_msg_cmd() ==
     ZI_CMD_ERROR, zi_msg_code() and zi_msg_reason().
+
+    Retries with the same request id (exactly-once delivery): the broker
+    keys a request on (the client's routing id, its id), runs it once while
+    it is in flight, and keeps small answers for a while after (PROTOCOL.md
+    9). zi_client_infer_retry sends again, with the SAME id, after BUSY,
+    UNAVAILABLE, TIMEOUT or when no answer came within an attempt's time
+    (a lost answer, a broker that restarted): exponential backoff with
+    jitter, bounded in total time. A client has a stable routing id (a
+    random one, or opts.identity), so a retry after a reconnect is still
+    recognised:
+
+        zi_client_retry_t retry = ZI_CLIENT_RETRY_DEFAULTS;
+        retry.total_ms = 10000;
+        rc = zi_client_infer_retry (c, 1, names, in, &retry, &reply, err, sizeof err);
+
+    CURVE (a plan with security.curve): zi_client_new_plan connects to the
+    plan's front with the plan's keys ("{name}" in client_secret_file is
+    "client"); zi_client_new_opts takes the key file and the broker's
+    public key explicitly.
 */
 #ifndef ZI_CLIENT_H_INCLUDED
 #define ZI_CLIENT_H_INCLUDED
@@ -30,6 +49,7 @@
 #include <stdint.h>
 
 #include "zi_msg.h"
+#include "zi_plan.h"
 #include "zi_tensor.h"
 
 #ifdef __cplusplus
@@ -41,6 +61,26 @@ typedef struct zi_client zi_client_t;
 //  Connect to a broker's front endpoint ("tcp://host:port", "ipc://path").
 //  Returns NULL with a message in err when the endpoint is malformed.
 zi_client_t *zi_client_new (const char *endpoint, char *err, size_t errlen);
+
+//  Connection options; zero / NULL fields take the defaults.
+typedef struct {
+    const char *identity;          //  routing id, 1..255 bytes not starting
+                                   //  with a zero byte; NULL: a random one
+    int64_t max_message_bytes;     //  ZMQ_MAXMSGSIZE; 0: 256 MiB
+    const char *curve_server_key;  //  the broker's Z85 public key, and ...
+    const char *curve_secret_file; //  ... our key pair (a zcert secret file):
+                                   //  both set = connect with CURVE
+} zi_client_opts_t;
+
+//  As zi_client_new, with options. Returns NULL with a message in err
+//  (a malformed endpoint, a key file that cannot be loaded).
+zi_client_t *zi_client_new_opts (const char *endpoint, const zi_client_opts_t *opts,
+                                 char *err, size_t errlen);
+
+//  Connect to a plan's front endpoint with the plan's settings: its
+//  max_message_bytes, its heartbeat, and with security.curve its keys.
+//  The plan is only read.
+zi_client_t *zi_client_new_plan (const zi_plan_t *plan, char *err, size_t errlen);
 
 //  Close the connection (unanswered requests are abandoned); NULLs *self_p.
 void zi_client_destroy (zi_client_t **self_p);
@@ -66,6 +106,43 @@ int zi_client_recv (zi_client_t *self, int timeout_ms, zi_msg_t **reply_p, char 
 int zi_client_infer (zi_client_t *self, int n, const char *const *names,
                      const zi_tensor_t *const *inputs, int timeout_ms, zi_msg_t **reply_p,
                      char *err, size_t errlen);
+
+//  How zi_client_infer_retry retries. ZI_CLIENT_RETRY_DEFAULTS: attempts
+//  of 2 s, 30 s in all, backoff from 50 ms doubling to 2 s.
+typedef struct {
+    int attempt_ms;     //  wait this long for an answer before sending again
+    int total_ms;       //  give up after this long in all
+    int backoff_ms;     //  first wait after BUSY / UNAVAILABLE / TIMEOUT ...
+    int backoff_max_ms; //  ... doubling up to this; each wait is drawn from
+                        //  [b/2, b] (jitter)
+    uint8_t prio;       //  priority class of the request
+    uint32_t deadline_ms; //  per attempt; 0: the broker's default
+} zi_client_retry_t;
+
+#define ZI_CLIENT_RETRY_DEFAULTS { 2000, 30000, 50, 2000, 0, 0 }
+
+//  As zi_client_infer, but retrying with the SAME request id: after BUSY,
+//  UNAVAILABLE or TIMEOUT (after a backoff), and when no answer came within
+//  attempt_ms (at once). opts NULL: the defaults. Returns 0 with the REPLY;
+//  ZI_ERR_INVALID with "CODE_NAME: reason" in err and the ERROR in *reply_p
+//  for an answer that must not be retried; ZI_ERR_TIMEOUT when total_ms
+//  passed (err says how many attempts and the last answer); ZI_ERR_IO when
+//  interrupted (zsys_interrupted).
+int zi_client_infer_retry (zi_client_t *self, int n, const char *const *names,
+                           const zi_tensor_t *const *inputs, const zi_client_retry_t *opts,
+                           zi_msg_t **reply_p, char *err, size_t errlen);
+
+//  What a client counted: REQUESTs sent (first attempts), sent again by
+//  zi_client_infer_retry, and answers dropped because their request had
+//  been answered already (an answer that crossed a retry).
+typedef struct {
+    uint64_t sent, resent, stale;
+} zi_client_counts_t;
+
+void zi_client_counts (const zi_client_t *self, zi_client_counts_t *counts);
+
+//  The routing id the broker knows this client by.
+const char *zi_client_identity (const zi_client_t *self);
 
 //  Ask for the broker's statistics; *reply_p is the STATS_REPLY (see
 //  zi_msg_stats for its msgpack map).

@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "zi_log.h"
+#include "zi_security.h"
 #include "zi_transform.h"
 #include "zi_version.h"
 
@@ -16,6 +17,8 @@ struct zi_stage {
     const zi_plan_stage_t *config;          //  inside plan
     const zi_plan_replica_t *replica;       //  inside plan
     int64_t give_up_at;                     //  zclock_mono ms; 0 until a signal
+    int64_t interval;                       //  heartbeat interval, ms
+    int64_t next_beat;                      //  zclock_mono ms of the next HEARTBEAT
 };
 
 //  =====================================================================
@@ -202,6 +205,9 @@ zi_stage_new (const char *program, zi_plan_stage_kind_t kind, const char *what, 
     self->plan = plan;
     self->config = config;
     self->replica = replica;
+    self->interval = plan->broker.heartbeat_interval_ms > 0
+                         ? plan->broker.heartbeat_interval_ms
+                         : ZI_PLAN_DEFAULT_HEARTBEAT_MS;
     zi_log_set_ident (program, replica->name);
     *status = 0;
     return self;
@@ -260,14 +266,20 @@ zi_stage_connect (zi_stage_t *self, int type, zi_plan_ep_t ep, const char *ident
         zi_log_error ("STAGE-CONNECT-FAILED", "cannot create a socket for '%s'", ep_name);
         return NULL;
     }
-    int64_t max_bytes = self->plan->broker.max_message_bytes > 0
-                            ? self->plan->broker.max_message_bytes
-                            : ZI_PLAN_DEFAULT_MAX_MESSAGE_BYTES;
-    //  libzmq takes an int64_t; CZMQ's setter only an int.
-    zmq_setsockopt (zsock_resolve (sock), ZMQ_MAXMSGSIZE, &max_bytes, sizeof max_bytes);
+    //  MAXMSGSIZE, ZMTP heartbeats (a PUSH/PULL link has no other way to
+    //  notice a peer that vanished without a FIN), handshake bound,
+    //  reconnect backoff.
+    zi_security_socket (sock, self->plan, false);
     zsock_set_sndhwm (sock, ZI_STAGE_HWM);
     zsock_set_rcvhwm (sock, ZI_STAGE_HWM);
     zsock_set_linger (sock, 0);
+    //  With CURVE: this replica's key pair and the broker's public key.
+    char err[1024];
+    if (zi_security_client (sock, self->plan, self->replica->name, err, sizeof err)) {
+        zi_log_error ("STAGE-CONNECT-FAILED", "'%s': %s", ep_name, err);
+        zsock_destroy (&sock);
+        return NULL;
+    }
     if (identity) {
         zsock_set_identity (sock, identity);
     }
@@ -336,6 +348,49 @@ zi_stage_send (zi_stage_t *self, zsock_t *sock, zi_msg_t **msg_p)
             return zi_msg_send (msg_p, sock);
         }
     }
+}
+
+//  HEARTBEAT or DISCONNECT {name} on a PUSH link, never waiting: with no
+//  peer or a full queue there is nobody to tell right now.
+static void
+s_signal (zi_stage_t *self, zsock_t *sock, zi_cmd_t cmd, const char *reason)
+{
+    if (!(zsock_events (sock) & ZMQ_POLLOUT)) {
+        return;
+    }
+    zi_msg_t *msg = zi_msg_new (cmd);
+    if (!msg) {
+        return;
+    }
+    zi_msg_set_name (msg, self->replica->name);
+    if (reason) {
+        zi_msg_set_reason (msg, reason);
+    }
+    zi_msg_send (&msg, sock);
+}
+
+void
+zi_stage_beat (zi_stage_t *self, zsock_t *sock)
+{
+    int64_t now = zclock_mono ();
+    if (now < self->next_beat) {
+        return;
+    }
+    self->next_beat = now + self->interval;
+    s_signal (self, sock, ZI_CMD_HEARTBEAT, NULL);
+}
+
+int64_t
+zi_stage_beat_due_ms (const zi_stage_t *self)
+{
+    int64_t left = self->next_beat - zclock_mono ();
+    return left < 0 ? 0 : left;
+}
+
+void
+zi_stage_leave (zi_stage_t *self, zsock_t *sock, const char *reason)
+{
+    s_signal (self, sock, ZI_CMD_DISCONNECT, reason);
 }
 
 zi_msg_t *

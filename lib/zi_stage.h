@@ -85,10 +85,11 @@ const zi_plan_stage_t *zi_stage_config (const zi_stage_t *self);
 const zi_plan_replica_t *zi_stage_replica (const zi_stage_t *self);
 const char *zi_stage_name (const zi_stage_t *self);
 
-//  Create a socket of `type` with the stage options (ZMQ_MAXMSGSIZE from
-//  the plan, bounded HWMs, routing id `identity` if not NULL) and connect
-//  it to the plan's endpoint `ep`. Returns the socket, or NULL after
-//  logging STAGE-CONNECT-FAILED.
+//  Create a socket of `type` with the stage options (zi_security_socket:
+//  ZMQ_MAXMSGSIZE from the plan, ZMTP heartbeats, reconnect backoff;
+//  bounded HWMs; routing id `identity` if not NULL; with CURVE, this
+//  replica's key pair) and connect it to the plan's endpoint `ep`.
+//  Returns the socket, or NULL after logging STAGE-CONNECT-FAILED.
 zsock_t *zi_stage_connect (zi_stage_t *self, int type, zi_plan_ep_t ep,
                            const char *identity);
 
@@ -110,6 +111,20 @@ int zi_stage_wait (zsock_t *sock, int64_t timeout_ms);
 //  Always consumes *msg_p. Returns 0, ZI_ERR_TIMEOUT (dropped: the peer
 //  did not take it before the grace ran out) or the zi_msg_send error.
 int zi_stage_send (zi_stage_t *self, zsock_t *sock, zi_msg_t **msg_p);
+
+//  Liveness on a PUSH link (preprocess on `preprocessed`, partition on
+//  `intake`): send HEARTBEAT {name} on sock once per heartbeat interval
+//  (call it every loop turn; it sends only when one is due), so the broker
+//  can tell which stage replicas are live (STATS "stages"). Never blocks:
+//  with no peer or a full queue the beat is skipped.
+void zi_stage_beat (zi_stage_t *self, zsock_t *sock);
+
+//  Milliseconds until the next HEARTBEAT is due (0: now).
+int64_t zi_stage_beat_due_ms (const zi_stage_t *self);
+
+//  DISCONNECT {name, reason} on a PUSH link before leaving (best effort,
+//  never blocks): the broker marks this replica gone at once.
+void zi_stage_leave (zi_stage_t *self, zsock_t *sock, const char *reason);
 
 //  A new ERROR message {id, code, reason}.
 zi_msg_t *zi_stage_error (uint64_t id, zi_code_t code, const char *reason);

@@ -31,6 +31,7 @@
 #include "zi_exec.h"
 #include "zi_log.h"
 #include "zi_onnx.h"
+#include "zi_security.h"
 
 //  How long a leaving worker waits for the broker to confirm it has read
 //  the DISCONNECT, and the linger it falls back on (see s_leave).
@@ -961,9 +962,8 @@ s_connect (zi_worker_t *self, char *err, size_t errlen)
     }
     //  The broker knows us by this routing id (PROTOCOL.md 7.3).
     zsock_set_identity (sock, self->replica->name);
-    int64_t max = plan->broker.max_message_bytes > 0 ? plan->broker.max_message_bytes
-                                                     : ZI_PLAN_DEFAULT_MAX_MESSAGE_BYTES;
-    zmq_setsockopt (zsock_resolve (sock), ZMQ_MAXMSGSIZE, &max, sizeof max);
+    //  MAXMSGSIZE, ZMTP heartbeats, handshake bound, reconnect backoff.
+    zi_security_socket (sock, plan, false);
     //  The broker never has more than credit TASKs out here; the rest is
     //  heartbeats and the odd control message.
     int hwm = (int) (self->replica->credit > 0 ? self->replica->credit : 1) + 100;
@@ -975,25 +975,12 @@ s_connect (zi_worker_t *self, char *err, size_t errlen)
     zsock_set_sndtimeo (sock, 0);
     zsock_set_rcvtimeo (sock, 0);
     zsock_set_linger (sock, 0);
-    if (plan->security.curve) {
-        char path[4096];
-        zcert_t *cert = NULL;
-        if (plan->security.client_secret_file && plan->security.server_public_key
-            && zi_plan_path (plan, plan->security.client_secret_file, path, sizeof path) == 0) {
-            cert = zcert_load (path);
-        }
-        if (!cert) {
-            zsock_destroy (&sock);
-            return zi_fail (err, errlen, ZI_ERR_IO,
-                            "security.curve is on but the client certificate '%s' "
-                            "cannot be loaded",
-                            plan->security.client_secret_file
-                                ? plan->security.client_secret_file
-                                : "(security.client_secret_file not set)");
-        }
-        zcert_apply (cert, sock);
-        zsock_set_curve_serverkey (sock, plan->security.server_public_key);
-        zcert_destroy (&cert);
+    //  With CURVE: this replica's key pair ("{name}" in the plan's
+    //  client_secret_file is its name) and the broker's public key.
+    int rc = zi_security_client (sock, plan, self->replica->name, err, errlen);
+    if (rc) {
+        zsock_destroy (&sock);
+        return rc;
     }
     if (zsock_connect (sock, "%s", endpoint)) {
         int e = zmq_errno ();

@@ -217,10 +217,15 @@ def cmd_stages(build, base, tmp):
                 push.send_multipart([msgpack.packb(head)] + fr, copy=False)
             got = []
             for _ in tasks:
-                if not pull.poll(15000):
-                    die(f"{who}: no answer within 15 s")
-                f = pull.recv_multipart()
-                got.append((msgpack.unpackb(f[0]), f[1:]))
+                while True:
+                    if not pull.poll(15000):
+                        die(f"{who}: no answer within 15 s")
+                    f = pull.recv_multipart()
+                    head = msgpack.unpackb(f[0])
+                    # a stage's own liveness beats (HEARTBEAT {name}) are not answers
+                    if head.get("cmd") not in ("HEARTBEAT", "DISCONNECT"):
+                        break
+                got.append((head, f[1:]))
             t0 = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             try:

@@ -1009,17 +1009,34 @@ Test (broker, timeout_past_deadline)
     s_pipe_t *p = s_pipe_new (&(s_opts_t){ 0 });
     s_add_agg (p, "agg0");
     int64_t t0 = s_ms ();
-    s_request (p, 5, 2, -1, 100); //  no worker: it can only time out
+    //  No replica of segment 0 ever: at its deadline the request is
+    //  UNAVAILABLE (issue #5: nothing hangs, and the code says why).
+    s_request (p, 5, 2, -1, 100);
     zi_msg_t *e = s_expect (p, ZI_CMD_ERROR, 5000);
     int64_t waited = s_ms () - t0;
     cr_assert_eq (zi_msg_id (e), 5);
-    cr_assert_eq (zi_msg_code (e), ZI_CODE_TIMEOUT);
+    cr_assert_eq (zi_msg_code (e), ZI_CODE_UNAVAILABLE, "%s", zi_msg_reason (e));
+    cr_assert (strstr (zi_msg_reason (e), "no live replica of segment 0"), "%s",
+               zi_msg_reason (e));
+    cr_assert (strstr (zi_msg_reason (e), "100 ms"), "%s", zi_msg_reason (e));
+    cr_assert_geq (waited, 100);
+    zi_msg_destroy (&e);
+    //  With a replica that holds the task: TIMEOUT.
+    s_worker_t *w = s_add_worker (p, "s0a", 0, 1, 1);
+    w->hold = true;
+    t0 = s_ms ();
+    s_request (p, 6, 2, -1, 100);
+    e = s_expect (p, ZI_CMD_ERROR, 5000);
+    waited = s_ms () - t0;
+    cr_assert_eq (zi_msg_id (e), 6);
+    cr_assert_eq (zi_msg_code (e), ZI_CODE_TIMEOUT, "%s", zi_msg_reason (e));
     cr_assert (strstr (zi_msg_reason (e), "100 ms"), "%s", zi_msg_reason (e));
     cr_assert_geq (waited, 100);
     zi_msg_destroy (&e);
     s_stats_t s;
     s_stats (p, &s);
     cr_assert_eq (s_u (&s, "requests.timeout"), 1);
+    cr_assert_eq (s_u (&s, "requests.errors.UNAVAILABLE"), 1);
     cr_assert_eq (s_u (&s, "requests.inflight"), 0);
     cr_assert_eq (s_u (&s, "tasks.queued"), 0, "its task left the queue");
     s_stats_done (&s);

@@ -268,20 +268,32 @@ s_bind (int type, const zi_plan_t *plan, zi_plan_ep_t ep)
     return sock;
 }
 
-//  The next message on sock within timeout_ms, or NULL.
+//  The next message on sock within timeout_ms, or NULL. On a PULL link the
+//  stages' own HEARTBEAT / DISCONNECT {name} (their liveness, for the
+//  broker) are skipped.
 static zi_msg_t *
 s_recv (zsock_t *sock, int timeout_ms, zmsg_t **envelope)
 {
-    zmq_pollitem_t item = {zsock_resolve (sock), 0, ZMQ_POLLIN, 0};
-    if (zmq_poll (&item, 1, timeout_ms) <= 0) {
-        return NULL;
+    int64_t until = zclock_mono () + timeout_ms;
+    while (true) {
+        int64_t left = until - zclock_mono ();
+        zmq_pollitem_t item = {zsock_resolve (sock), 0, ZMQ_POLLIN, 0};
+        if (zmq_poll (&item, 1, left > 0 ? left : 0) <= 0) {
+            return NULL;
+        }
+        zi_msg_t *msg = NULL;
+        char err[256];
+        int rc = envelope ? zi_msg_recv_from (sock, envelope, &msg, err, sizeof err)
+                          : zi_msg_recv (sock, &msg, err, sizeof err);
+        cr_assert_eq (rc, 0, "a stage sent something that does not decode: %s", err);
+        if (!envelope && zi_msg_name (msg)
+            && (zi_msg_cmd (msg) == ZI_CMD_HEARTBEAT
+                || zi_msg_cmd (msg) == ZI_CMD_DISCONNECT)) {
+            zi_msg_destroy (&msg);
+            continue;
+        }
+        return msg;
     }
-    zi_msg_t *msg = NULL;
-    char err[256];
-    int rc = envelope ? zi_msg_recv_from (sock, envelope, &msg, err, sizeof err)
-                      : zi_msg_recv (sock, &msg, err, sizeof err);
-    cr_assert_eq (rc, 0, "a stage sent something that does not decode: %s", err);
-    return msg;
 }
 
 //  The next message on the aggregate ROUTER that is not a HEARTBEAT.
@@ -751,7 +763,9 @@ Test (stages, the_three_stages_answer_every_request_once)
         }
         if (items[1].revents & ZMQ_POLLIN) {
             msg = s_recv (intake, 0, NULL);
-            cr_assert_not_null (msg);
+            if (!msg) {
+                continue; //  only a HEARTBEAT of the partition stage
+            }
             if (zi_msg_cmd (msg) == ZI_CMD_ERROR) {
                 uint64_t rid = zi_msg_id (msg);
                 s_check_error (msg, 7, ZI_CODE_BAD_REQUEST,

@@ -10,6 +10,10 @@
     this stage cannot take (tensors disagreeing on rows, ...) is answered
     ERROR {id: rid, code: BAD_REQUEST}. On SIGINT/SIGTERM the queued batches
     are flushed and sent before the process exits.
+
+    Liveness: HEARTBEAT {name} on the PUSH every heartbeat interval (the
+    broker shows its replicas' liveness in STATS "stages"); DISCONNECT
+    {name} when leaving.
 */
 #include <inttypes.h>
 #include <stdio.h>
@@ -118,8 +122,14 @@ s_run (zi_stage_t *stage)
     while (!zi_stage_interrupted ()) {
         //  Sleep until input arrives or the oldest batch is due (rounded
         //  up to a whole ms so we do not wake just before it).
+        //  HEARTBEAT {name} on our PUSH once per interval: how the broker
+        //  knows this replica is live.
+        zi_stage_beat (stage, out);
         int64_t due_us = zi_batcher_timeout_us (batcher, zclock_usecs ());
         int64_t wait_ms = due_us < 0 ? ZI_STAGE_POLL_MS : (due_us + 999) / 1000;
+        if (zi_stage_beat_due_ms (stage) < wait_ms) {
+            wait_ms = zi_stage_beat_due_ms (stage);
+        }
         if (zi_stage_wait (in, wait_ms)) {
             for (int burst = 0; burst < S_BURST; burst++) {
                 zi_msg_t *msg = NULL;
@@ -161,6 +171,7 @@ s_run (zi_stage_t *stage)
                  stats.micro_batches, stats.coalesced, stats.batches, counts.errors,
                  counts.rejected, counts.dropped, counts.lost);
     zi_stage_close (&in, false);
+    zi_stage_leave (stage, out, "SIGINT/SIGTERM: the partition stage is stopping");
     zi_stage_close (&out, true);
     zi_batcher_destroy (&batcher);
     return 0;

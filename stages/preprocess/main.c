@@ -11,6 +11,10 @@
     which tensor}. A message that does not decode cannot be answered (no
     rid): it is dropped, counted and logged; the broker's stage timeout
     deals with the request.
+
+    Liveness: HEARTBEAT {name} on the PUSH every heartbeat interval (the
+    broker shows its replicas' liveness in STATS "stages"); DISCONNECT
+    {name} when leaving on SIGINT/SIGTERM.
 */
 #include <inttypes.h>
 #include <stdio.h>
@@ -87,7 +91,10 @@ s_run (zi_stage_t *stage)
                  plan->broker.endpoints[ZI_PLAN_EP_TO_PREPROCESS].connect);
     s_counts_t counts = {0, 0, 0, 0};
     while (!zi_stage_interrupted ()) {
-        if (!zi_stage_wait (in, ZI_STAGE_POLL_MS)) {
+        //  HEARTBEAT {name} on our PUSH once per interval: how the broker
+        //  knows this replica is live.
+        zi_stage_beat (stage, out);
+        if (!zi_stage_wait (in, zi_stage_beat_due_ms (stage))) {
             continue;
         }
         zi_msg_t *msg = NULL;
@@ -108,7 +115,10 @@ s_run (zi_stage_t *stage)
                  "signal: stopping; %" PRIu64 " tasks forwarded, %" PRIu64
                  " rejected, %" PRIu64 " dropped, %" PRIu64 " lost at shutdown",
                  counts.tasks, counts.rejected, counts.dropped, counts.lost);
+    //  Stop taking work first, so nothing more is queued for us; then
+    //  tell the broker we are gone.
     zi_stage_close (&in, false);
+    zi_stage_leave (stage, out, "SIGINT/SIGTERM: the preprocess stage is stopping");
     zi_stage_close (&out, true);
     return 0;
 }

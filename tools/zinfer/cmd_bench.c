@@ -474,7 +474,8 @@ s_bench_pipeline (int argc, char **argv)
         status = 2;
         goto done;
     }
-    client = zi_client_new (ep, err, sizeof err);
+    client = plan ? zi_client_new_plan (plan, err, sizeof err)
+                  : zi_client_new (ep, err, sizeof err);
     if (!client) {
         fprintf (stderr, "zinfer bench: %s\n", err);
         goto done;

@@ -922,7 +922,8 @@ zi_cmd_infer (int argc, char **argv)
         fprintf (stderr, "zinfer infer: %s: %s\n", pred_path, strerror (errno));
         goto done;
     }
-    client = zi_client_new (ep, err, sizeof err);
+    client = plan ? zi_client_new_plan (plan, err, sizeof err)
+                  : zi_client_new (ep, err, sizeof err);
     if (!client) {
         fprintf (stderr, "zinfer infer: %s\n", err);
         goto done;

@@ -465,7 +465,8 @@ zi_cmd_stats (int argc, char **argv)
     char err[1024];
     zi_msg_t *reply = NULL;
     zi_json_t *doc = NULL;
-    zi_client_t *client = zi_client_new (ep, err, sizeof err);
+    zi_client_t *client = plan ? zi_client_new_plan (plan, err, sizeof err)
+                               : zi_client_new (ep, err, sizeof err);
     if (!client) {
         fprintf (stderr, "zinfer stats: %s\n", err);
         goto done;

@@ -22,6 +22,7 @@ static const s_command_t s_commands[] = {
     {"up", zi_cmd_up, "start this host's share of a plan and supervise it (Ctrl-C stops it)"},
     {"infer", zi_cmd_infer, "send inputs (.npy, raw, an IDX data set) to a pipeline, print answers"},
     {"stats", zi_cmd_stats, "print a running broker's statistics as tables (or --json)"},
+    {"keys", zi_cmd_keys, "make CURVE certificates for the broker and the other processes"},
     {"conformance", zi_cmd_conformance, "run ONNX backend test directories and report pass/fail"},
     {NULL, NULL, NULL},
 };

@@ -169,6 +169,10 @@ def main():
     ap.add_argument("--retries", type=int, default=5, help="retries after BUSY/UNAVAILABLE")
     ap.add_argument("--wait-ready", type=float, default=10.0, metavar="S",
                     help="wait up to S seconds for the broker to be ready (10)")
+    ap.add_argument("--curve-server-key", metavar="Z85",
+                    help="the broker's public key (plan security.server_public_key)")
+    ap.add_argument("--curve-secret-file", metavar="FILE",
+                    help="this client's key pair (a zcert .key_secret file)")
     ap.add_argument("--health", action="store_true", help="print live/ready and exit")
     ap.add_argument("--stats", action="store_true", help="print the broker's stats as JSON")
     args = ap.parse_args()
@@ -177,7 +181,8 @@ def main():
     if not (args.input or args.idx or args.health or args.stats):
         ap.error("give --input NAME=FILE.npy, --idx IMAGES, --health or --stats")
 
-    with Client(args.endpoint) as client:
+    with Client(args.endpoint, curve_server_key=args.curve_server_key,
+                curve_secret_file=args.curve_secret_file) as client:
         try:
             if args.health:
                 live, ready = client.health(timeout_ms=args.timeout_ms)

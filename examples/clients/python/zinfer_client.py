@@ -26,6 +26,8 @@ pyzmq allows, and received arrays are read-only views of the received frames
 """
 
 import itertools
+import os
+import re
 import time
 
 import msgpack
@@ -33,7 +35,7 @@ import numpy as np
 import zmq
 
 __all__ = ["Client", "ZinferError", "ZinferTimeout", "CODES", "encode_tensors",
-           "decode_tensors"]
+           "decode_tensors", "read_zcert_secret"]
 
 PROTOCOL_VERSION = 1
 
@@ -215,19 +217,49 @@ def _unpack_header(frame):
     return head
 
 
+def read_zcert_secret(path):
+    """(public, secret) Z85 keys of a zcert secret file (ZPL text:
+    curve / public-key = "..." / secret-key = "...")."""
+    keys = {}
+    with open(path) as f:
+        for line in f:
+            m = re.match(r'\s*(public-key|secret-key)\s*=\s*"(.{40})"', line)
+            if m:
+                keys[m.group(1)] = m.group(2)
+    if "public-key" not in keys or "secret-key" not in keys:
+        raise ValueError(f"{path}: not a zcert secret file (no public-key / secret-key)")
+    return keys["public-key"], keys["secret-key"]
+
+
 class Client:
     """One DEALER connection to a broker's `front` endpoint.
 
     Not thread-safe (neither is a ZeroMQ socket): use one Client per thread.
     """
 
-    def __init__(self, endpoint, context=None, max_message_bytes=None):
+    def __init__(self, endpoint, context=None, max_message_bytes=None,
+                 curve_server_key=None, curve_secret_file=None, identity=None):
+        """curve_server_key (the plan's security.server_public_key) and
+        curve_secret_file (a zcert secret file, as `zinfer keys` makes):
+        both set = connect with CURVE. identity: the routing id the broker
+        keys requests on (default: a random one, stable for this Client, so
+        a retry with the same id after a reconnect is still recognised)."""
         self.endpoint = endpoint
         self._ctx = context or zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
         if max_message_bytes:
             self._sock.setsockopt(zmq.MAXMSGSIZE, int(max_message_bytes))
+        ident = identity if identity is not None else "zc-" + os.urandom(12).hex()
+        self._sock.setsockopt(zmq.IDENTITY,
+                              ident.encode() if isinstance(ident, str) else bytes(ident))
+        if curve_server_key or curve_secret_file:
+            if not (curve_server_key and curve_secret_file):
+                raise ValueError("CURVE needs both curve_server_key and curve_secret_file")
+            public, secret = read_zcert_secret(curve_secret_file)
+            self._sock.curve_serverkey = curve_server_key.encode()
+            self._sock.curve_publickey = public.encode()
+            self._sock.curve_secretkey = secret.encode()
         self._sock.connect(endpoint)
         self._poller = zmq.Poller()
         self._poller.register(self._sock, zmq.POLLIN)
