@@ -241,6 +241,7 @@ zi_cmd_up (int argc, char **argv)
         goto done;
     }
     zi_log_info ("UP-RUNNING", "host %s: %d processes from %s", host, n, plan_path);
+    const char *front = plan->broker.endpoints[ZI_PLAN_EP_FRONT].connect;
     //  zi_client_new_plan uses CURVE when the plan says so
     client = zi_client_new_plan (plan, err, sizeof err);
     if (!client) {
