@@ -90,6 +90,7 @@ struct zi_exec {
     int *fuse_head;                 //  per tail node: its head
     bool *fuse_on;                  //  per head node: fused in this plan
     zi_tensor_t unknown;            //  what zi_exec_value returns for DYNAMIC
+    zi_pool_t *pool;                //  opts.nthreads > 1: kernels' threads
 };
 
 //  -------------------------------------------------------------------------
@@ -114,6 +115,7 @@ zi_exec_destroy (zi_exec_t **self_p)
         return;
     }
     zi_exec_t *self = *self_p;
+    zi_pool_destroy (&self->pool);
     s_free_plan (self);
     free (self->inputs);
     free (self->outputs);
@@ -435,6 +437,9 @@ zi_exec_new (const zi_graph_t *g, int first, int last,
     if (self->opts.nthreads > 0) {
         zi_blas_set_threads (self->opts.nthreads);
     }
+    //  NULL when nthreads < 2 or threads cannot start: kernels then run in
+    //  the caller alone, with the same results.
+    self->pool = zi_pool_new (self->opts.nthreads);
     return self;
 }
 
@@ -721,7 +726,7 @@ s_plan (zi_exec_t *self, const zi_tensor_t *const *inputs, char *err, size_t err
         }
         s_bind (self, node, in, out);
         zi_kctx_t ctx = {node, node->n_in, in, node->n_out, out,
-                         self->opts.nthreads, err, errlen};
+                         self->opts.nthreads, self->pool, err, errlen};
         rc = node->op->infer (&ctx);
         if (rc == ZI_OP_NEEDS_VALUE) {
             self->node_dynamic[n] = true;
@@ -1001,7 +1006,7 @@ zi_exec_run (zi_exec_t *self, const zi_tensor_t *const *inputs, zi_tensor_t **ou
             out[0] = &self->vals[self->fuse_out[n]];
         }
         zi_kctx_t ctx = {node, node->n_in, in, node->n_out, out, self->opts.nthreads,
-                         err, errlen};
+                         self->pool, err, errlen};
         size_t planned[64];
         for (int k = 0; k < node->n_out; k++) {
             planned[k] = out[k] ? out[k]->nbytes : 0;

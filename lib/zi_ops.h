@@ -32,6 +32,7 @@
 #define ZI_OPS_H_INCLUDED
 
 #include "zi_graph.h"
+#include "zi_pool.h"
 #include "zi_tensor.h"
 
 #ifdef __cplusplus
@@ -48,6 +49,7 @@ typedef struct zi_kctx {
     int n_out;
     zi_tensor_t *const *out;        //  out[i] NULL for an omitted output
     int nthreads;                   //  threads the kernel may use
+    zi_pool_t *pool;                //  the executor's threads (NULL = caller only)
     char *err;
     size_t errlen;
 } zi_kctx_t;
