@@ -434,12 +434,15 @@ zi_exec_new (const zi_graph_t *g, int first, int last,
     if (!self->opts.no_fuse && self->last >= self->first) {
         s_find_fusions (self);
     }
-    if (self->opts.nthreads > 0) {
-        zi_blas_set_threads (self->opts.nthreads);
-    }
     //  NULL when nthreads < 2 or threads cannot start: kernels then run in
     //  the caller alone, with the same results.
     self->pool = zi_pool_new (self->opts.nthreads);
+    //  With a pool the kernels split their work over its threads and call
+    //  OpenBLAS from inside them: OpenBLAS must then stay on one thread, or
+    //  the two pools would oversubscribe the cores.
+    if (self->opts.nthreads > 0) {
+        zi_blas_set_threads (self->pool ? 1 : self->opts.nthreads);
+    }
     return self;
 }
 

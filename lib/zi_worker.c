@@ -666,7 +666,7 @@ zi_worker_new (const zi_plan_t *plan, const char *name, char *err, size_t errlen
     zi_worker_drop_weights (g, first, last, &self->weight_bytes, &self->model_weight_bytes);
 
     int threads = replica->threads > 0 ? (int) replica->threads : 1;
-    zi_blas_set_threads (threads);
+    //  zi_exec_new sets OpenBLAS's thread count to fit its own pool.
     zi_exec_opts_t opts = {.nthreads = threads};
     char why[1024];
     self->exec = zi_exec_new (g, first, last, &opts, why, sizeof why);
