@@ -36,6 +36,10 @@ struct zi_batcher {
     size_t n_open;
     size_t queued;
     zlist_t *out;               //  zi_msg_t * ready to send, FIFO
+    int64_t free_slots;         //  tasks the downstream can start; < 0 unknown
+    uint64_t emitted;           //  TASKs emitted, ever
+    uint64_t offset;            //  grant - emitted - offset = free slots
+    bool anchored;              //  offset set by a first grant
     zi_batcher_stats_t stats;
 };
 
@@ -52,6 +56,7 @@ zi_batcher_new (int64_t micro_batch, int64_t max_batch, int64_t max_delay_us)
     self->micro_batch = micro_batch;
     self->max_batch = max_batch;
     self->max_delay_us = max_delay_us;
+    self->free_slots = -1;
     self->out = zlist_new ();
     if (!self->out) {
         free (self);
@@ -150,6 +155,11 @@ s_stackable (const zi_msg_t *a, const zi_msg_t *b)
 static void
 s_emit (zi_batcher_t *self, zi_msg_t **msg_p)
 {
+    //  Whatever leaves takes one of the downstream's free slots.
+    if (self->free_slots > 0) {
+        self->free_slots--;
+    }
+    self->emitted++;
     if (zlist_append (self->out, *msg_p)) {
         zi_log_error ("PART-NOMEM", "out of memory: a task is lost");
         zi_msg_destroy (msg_p);
@@ -244,11 +254,14 @@ s_stack (const s_batch_t *batch, int64_t now_us)
 static const char *
 s_reason_name (int reason)
 {
-    return reason == 0 ? "full" : reason == 1 ? "delay" : "flush";
+    return reason == 0   ? "full"
+           : reason == 1 ? "delay"
+           : reason == 3 ? "idle"
+                         : "flush";
 }
 
 //  Send batch `index` of the open list on its way and close it.
-//  reason: 0 full, 1 delay, 2 flush / open limit.
+//  reason: 0 full, 1 delay, 2 flush / open limit, 3 downstream idle.
 static void
 s_flush (zi_batcher_t *self, size_t index, int64_t now_us, int reason)
 {
@@ -262,6 +275,9 @@ s_flush (zi_batcher_t *self, size_t index, int64_t now_us, int reason)
     }
     else if (reason == 1) {
         self->stats.flush_delay++;
+    }
+    else if (reason == 3) {
+        self->stats.flush_idle++;
     }
     else {
         self->stats.flush_other++;
@@ -524,6 +540,43 @@ zi_batcher_flush (zi_batcher_t *self, int64_t now_us)
     size_t flushed = self->n_open;
     while (self->n_open > 0) {
         s_flush (self, 0, now_us, 2);
+    }
+    return flushed;
+}
+
+void
+zi_batcher_set_credit (zi_batcher_t *self, int64_t credit, uint64_t grant)
+{
+    assert (self);
+    if (credit < 0) {
+        self->free_slots = -1;
+        return;
+    }
+    if (grant == 0) {
+        self->free_slots = credit;
+        return;
+    }
+    //  Unsigned arithmetic wraps consistently; the difference is what
+    //  matters. More than credit free means our count and the broker's
+    //  are not aligned (first report, a restarted partition or broker,
+    //  other partition replicas' TASKs): re-anchor at credit.
+    int64_t slots = (int64_t) (grant - self->emitted - self->offset);
+    if (!self->anchored || slots > credit) {
+        self->offset = grant - self->emitted - (uint64_t) credit;
+        self->anchored = true;
+        slots = credit;
+    }
+    self->free_slots = slots > 0 ? slots : 0;
+}
+
+size_t
+zi_batcher_dispatch (zi_batcher_t *self, int64_t now_us)
+{
+    assert (self);
+    size_t flushed = 0;
+    while (self->n_open > 0 && self->free_slots > 0) {
+        s_flush (self, 0, now_us, 3);
+        flushed++;
     }
     return flushed;
 }

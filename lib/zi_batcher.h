@@ -41,6 +41,33 @@
 
     At most ZI_BATCHER_MAX_OPEN batches are open at once (inputs that do not
     stack with each other open their own): one more flushes the oldest.
+
+    Never hold a request while the pipeline is idle (Triton / Clipper-style
+    dynamic batching). Waiting for a batch to fill only pays when the
+    downstream is busy anyway; when segment 0 could start a task right now,
+    waiting is pure latency. So the caller passes on the broker's report
+    (zi_batcher_set_credit; PROTOCOL.md 7.2): on every TASK and HEARTBEAT
+    it sends to partition, "credit" = the tasks segment 0 could start then
+    (credit - in flight - queued over its replicas) and "grant" = the
+    broker's running count of TASKs received from partition plus that
+    credit. Free slots = grant - TASKs this batcher has emitted (anchored
+    so they never exceed credit): a report made before our last TASKs
+    reached the broker does not hand out again the credit they will use.
+    Once everything that arrived together has been read, the caller calls
+    zi_batcher_dispatch: open batches go out at once, oldest first, while
+    free slots remain; every TASK emitted uses one. So an idle pipeline
+    sees every request at once (a batch of one, or what arrived in one
+    burst), and a busy one gets batches that grew while it was busy, still
+    bounded by max_batch and max_delay_us. Until the first report the
+    downstream's state is unknown and batches wait as above (a broker that
+    does not report behaves as before).
+
+        if (zi_msg_has (task, "credit")) {              //  the broker's report
+            zi_batcher_set_credit (b, zi_msg_credit (task), zi_msg_grant (task));
+        }
+        zi_batcher_add (b, &task, now, err, sizeof err);
+        ...read the rest of the burst...
+        zi_batcher_dispatch (b, zclock_usecs ());        //  idle: go now
 */
 #ifndef ZI_BATCHER_H_INCLUDED
 #define ZI_BATCHER_H_INCLUDED
@@ -69,6 +96,7 @@ typedef struct {
     uint64_t flush_full;        //  batches flushed because max_batch was reached
     uint64_t flush_delay;       //  ... because max_delay_us passed
     uint64_t flush_other;       //  ... by zi_batcher_flush or the open limit
+    uint64_t flush_idle;        //  ... because the downstream had room
 } zi_batcher_stats_t;
 
 //  Create a batcher: micro_batch and max_batch >= 1 rows, max_delay_us >= 0
@@ -94,6 +122,19 @@ size_t zi_batcher_expire (zi_batcher_t *self, int64_t now_us);
 
 //  Flush every open batch (shutdown). Returns how many were flushed.
 size_t zi_batcher_flush (zi_batcher_t *self, int64_t now_us);
+
+//  The broker's report of segment 0: `credit` tasks it could start when
+//  the report was made, and `grant` (0 = not given) its running count of
+//  TASKs received from partition plus credit. Without grant the free slots
+//  are credit; with it, grant minus the TASKs emitted here, at most
+//  credit. credit < 0 means unknown (then batches only leave full or after
+//  max_delay_us). Each TASK emitted uses up one slot until the next report.
+void zi_batcher_set_credit (zi_batcher_t *self, int64_t credit, uint64_t grant);
+
+//  Flush open batches, oldest first, while the downstream has free slots
+//  (zi_batcher_set_credit). Call it when no more input is waiting, so what
+//  arrived together goes out together. Returns how many were flushed.
+size_t zi_batcher_dispatch (zi_batcher_t *self, int64_t now_us);
 
 //  Microseconds from now_us until the next batch is due (0 when one is
 //  due already), or -1 when nothing is queued.

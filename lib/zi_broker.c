@@ -28,7 +28,12 @@
       preprocessed (PULL) relayed to to_partition: decoded first (tensors
                           stay views into their frames), so partition only
                           gets well-formed messages; the original header
-                          bytes and the same frames go on. HEARTBEAT /
+                          bytes, plus "credit" = segment 0's free credit and
+                          "grant" = TASKs received on intake + that credit
+                          (partition's batching hint, zi_batcher.h), and the
+                          same frames go on. When segment 0 gets room after
+                          having none, HEARTBEAT {credit, grant} to
+                          partition, so a batch it holds leaves now. HEARTBEAT /
                           DISCONNECT {name} of a preprocess replica stop
                           here (its liveness). (Decoded as intake when the
                           plan has no partition stage.)
@@ -374,6 +379,8 @@ struct zi_broker {
     } droplog[ZI_PLAN_EP_COUNT];
     uint64_t errors[1000]; //  ERRORs sent to clients, by code
     uint64_t copied_bytes;
+    bool seg0_full;        //  segment 0 had no free credit at the last look
+    uint64_t part_tasks;   //  TASKs received on intake, from s_id_base ()
 };
 
 //  ---------------------------------------------------------------------
@@ -1217,6 +1224,55 @@ s_stage_task (zi_broker_t *self, zi_msg_t **msg_p)
 //  ---------------------------------------------------------------------
 //  The stages: sending a request in, and what comes back on intake
 
+//  Tasks segment 0 could start right now: the free credit of its live
+//  replicas minus what already waits in its queue. Partition batches only
+//  while this is 0 (zi_batcher.h): the "credit" of every TASK and
+//  HEARTBEAT the broker sends it.
+static uint32_t
+s_seg0_free (const zi_broker_t *self)
+{
+    const s_segment_t *seg = &self->segs[0];
+    uint64_t free_credit = 0;
+    for (size_t i = 0; i < seg->nslots; i++) {
+        const s_worker_t *w = seg->slots[i];
+        if (w && w->inflight < w->credit) {
+            free_credit += w->credit - w->inflight;
+        }
+    }
+    free_credit = free_credit > seg->queued ? free_credit - seg->queued : 0;
+    return free_credit > UINT32_MAX ? UINT32_MAX : (uint32_t)free_credit;
+}
+
+//  Segment 0 just got room after having none: tell partition, so a batch
+//  it holds goes now rather than after max_delay_us (never waiting while
+//  the pipeline is idle). Best effort, never blocks: a lost hint costs at
+//  most max_delay_us.
+static void
+s_nudge_partition (zi_broker_t *self)
+{
+    if (!self->has_part) {
+        return;
+    }
+    uint32_t free_credit = s_seg0_free (self);
+    if (free_credit == 0) {
+        self->seg0_full = true;
+        return;
+    }
+    if (!self->seg0_full) {
+        return;
+    }
+    self->seg0_full = false;
+    if (!s_writable (self->sock[ZI_PLAN_EP_TO_PARTITION])) {
+        return;
+    }
+    zi_msg_t *beat = zi_msg_new (ZI_CMD_HEARTBEAT);
+    if (beat) {
+        zi_msg_set_credit (beat, free_credit);
+        zi_msg_set_grant (beat, self->part_tasks + free_credit);
+        zi_msg_send (&beat, self->sock[ZI_PLAN_EP_TO_PARTITION]);
+    }
+}
+
 //  Send a request's inputs to the first stage. Returns 0, or -1 when the
 //  stage cannot take it now (no peer, or its queue is full).
 static int
@@ -1241,6 +1297,11 @@ s_request_inject (zi_broker_t *self, s_request_t *req)
     if (req->deadline_at) {
         int64_t left = req->deadline_at - now;
         zi_msg_set_deadline_ms (msg, left < 1 ? 1 : (uint32_t)left);
+    }
+    if (ep == ZI_PLAN_EP_TO_PARTITION) {
+        uint32_t free_credit = s_seg0_free (self);
+        zi_msg_set_credit (msg, free_credit);
+        zi_msg_set_grant (msg, self->part_tasks + free_credit);
     }
     int rc = 0;
     for (size_t i = 0; !rc && i < zi_msg_tensor_count (req->inputs); i++) {
@@ -1331,6 +1392,7 @@ s_handle_intake_msg (zi_broker_t *self, zi_plan_ep_t ep, zi_msg_t **msg_p)
     switch (zi_msg_cmd (msg)) {
     case ZI_CMD_TASK:
         self->stage[role].received++;
+        self->part_tasks++;
         s_stage_task (self, msg_p);
         return;
     case ZI_CMD_HEARTBEAT:
@@ -1467,6 +1529,7 @@ s_handle_preprocessed (zi_broker_t *self)
             zframe_destroy (&header);
             continue;
         }
+        bool has_credit = zi_msg_has (msg, "credit") || zi_msg_has (msg, "grant");
         zmsg_t *out = NULL;
         if (zi_msg_encode (&msg, &out)) {
             s_drop (self, ep, "BROKER-RELAY-FAILED", "cannot re-frame a %s",
@@ -1477,6 +1540,24 @@ s_handle_preprocessed (zi_broker_t *self)
         }
         zframe_t *encoded = zmsg_pop (out);
         zframe_destroy (&encoded);
+        //  Partition's batching hint: segment 0's free credit now. Added
+        //  to the original bytes; a header that has "credit" already goes
+        //  on as it came.
+        if (cmd == ZI_CMD_TASK && !has_credit) {
+            uint32_t free_credit = s_seg0_free (self);
+            zframe_t *stamped = zi_msg_header_add_uint (
+                zframe_data (header), zframe_size (header), "credit", free_credit);
+            zframe_t *granted
+                = stamped ? zi_msg_header_add_uint (zframe_data (stamped),
+                                                    zframe_size (stamped), "grant",
+                                                    self->part_tasks + free_credit)
+                          : NULL;
+            if (granted) {
+                zframe_destroy (&header);
+                header = granted;
+            }
+            zframe_destroy (&stamped);
+        }
         zmsg_prepend (out, &header);
         self->stage[S_STAGE_PRE].received++;
         if (zmsg_send (&out, self->sock[ZI_PLAN_EP_TO_PARTITION])) {
@@ -2565,6 +2646,7 @@ s_dispatch (zi_broker_t *self)
     if (zlistx_size (self->agg_wait)) {
         s_dispatch_aggs (self);
     }
+    s_nudge_partition (self);
 }
 
 //  ---------------------------------------------------------------------
@@ -3337,6 +3419,9 @@ zi_broker_new (const zi_plan_t *plan, char *err, size_t errlen)
     self->aggs_empty_since = self->started;
     self->next_rid = s_id_base ();
     self->next_tid = s_id_base ();
+    //  Counted from the clock, so a restarted broker's "grant" is never
+    //  below what partition saw from the previous one.
+    self->part_tasks = s_id_base ();
     zi_log_info ("BROKER-START",
                  "serving %zu segments, %zu priority classes (%s), front %s, "
                  "queue limit %" PRId64 ", heartbeat %" PRId64 " ms x %" PRId64 "%s",

@@ -184,6 +184,10 @@ int zi_msg_code (const zi_msg_t *self);             //  "code", 100..999
 int zi_msg_set_code (zi_msg_t *self, int code);
 uint32_t zi_msg_credit (const zi_msg_t *self);      //  "credit"
 void zi_msg_set_credit (zi_msg_t *self, uint32_t credit);
+//  "grant": the broker's running count of segment-0 task starts it allows
+//  partition (tasks received on intake + free credit; PROTOCOL.md 7.2).
+uint64_t zi_msg_grant (const zi_msg_t *self);
+void zi_msg_set_grant (zi_msg_t *self, uint64_t grant);
 double zi_msg_capacity (const zi_msg_t *self);      //  "cap", finite >= 0
 int zi_msg_set_capacity (zi_msg_t *self, double capacity);
 bool zi_msg_live (const zi_msg_t *self);            //  "live"
@@ -249,7 +253,7 @@ zi_tensor_t *zi_msg_take_tensor (zi_msg_t *self, size_t i);
 
 //  Move every tensor of src to the end of self, with the frames they view
 //  (no copy): a relay forwards received tensors this way. Returns 0, or
-//  ZI_ERR_INVALID / ZI_ERR_LIMIT with both messages unchanged.
+//  ZI_ERR_INVALID / ZI_ERR_LIMIT / ZI_ERR_NOMEM with both messages unchanged.
 int zi_msg_move_tensors (zi_msg_t *self, zi_msg_t *src);
 
 //  Number of tensors that decoding copied because their frame was not
@@ -280,6 +284,16 @@ int zi_msg_decode (zmsg_t **zmsg_p, zi_msg_t **msg_p, char *err,
 //  it. Returns 0 or an error as zi_msg_decode does.
 int zi_msg_decode_header (const void *data, size_t size, size_t *ntensors,
                           char *err, size_t errlen);
+
+//  A new header frame: the encoded header `data` (one msgpack map, as
+//  zi_msg_decode_header accepts) with one more entry, `key` = the unsigned
+//  `value`, after the others. Every other byte is kept, unknown keys
+//  included: a relay uses it to add a hint without re-encoding. The
+//  caller makes sure `key` is not there yet (a key must not appear twice).
+//  NULL when data is not a map, the result would be over
+//  ZI_MSG_MAX_HEADER, or memory is exhausted.
+zframe_t *zi_msg_header_add_uint (const void *data, size_t size, const char *key,
+                                  uint64_t value);
 
 //  ---------------------------------------------------------------------
 //  Sockets

@@ -555,3 +555,142 @@ Test (batcher, random_workload_keeps_every_row_once_within_the_bounds)
     free (expect);
     zi_batcher_destroy (&b);
 }
+
+//  ---------------------------------------------------------------------
+//  Never hold a request while the downstream is idle
+
+Test (batcher, dispatches_at_once_when_the_downstream_is_idle)
+{
+    zi_batcher_t *b = zi_batcher_new (16, 64, 2000);
+    cr_assert_not_null (b);
+    //  Segment 0 has a free slot: the request leaves without waiting for
+    //  company, long before max_delay_us.
+    zi_batcher_set_credit (b, 1, 0);
+    s_add_ok (b, s_request (1, 1, 3, 0), 100);
+    cr_assert_eq (zi_batcher_dispatch (b, 100), 1);
+    zi_msg_t *out[8];
+    cr_assert_eq (s_collect (b, out, 8), 1);
+    s_check_rows (out[0], 0, 1, 0, 1, 3);
+    cr_assert_eq (zi_batcher_queued (b), 0);
+    zi_batcher_stats_t st;
+    zi_batcher_stats (b, &st);
+    cr_assert_eq (st.flush_idle, 1);
+    cr_assert_eq (st.flush_delay, 0);
+    s_destroy_all (out, 1);
+    zi_batcher_destroy (&b);
+}
+
+Test (batcher, what_arrives_together_goes_together_when_idle)
+{
+    zi_batcher_t *b = zi_batcher_new (16, 64, 2000);
+    zi_batcher_set_credit (b, 1, 0);
+    //  Three requests read in one burst, then dispatch: one TASK of all.
+    for (uint64_t rid = 1; rid <= 3; rid++) {
+        s_add_ok (b, s_request (rid, 2, 3, 0), 10);
+    }
+    cr_assert_eq (zi_batcher_dispatch (b, 10), 1);
+    zi_msg_t *out[8];
+    cr_assert_eq (s_collect (b, out, 8), 1);
+    size_t nreqs = 0;
+    zi_msg_reqs (out[0], &nreqs);
+    cr_assert_eq (nreqs, 3);
+    for (uint64_t rid = 1; rid <= 3; rid++) {
+        s_check_rows (out[0], (int64_t) (rid - 1) * 2, rid, 0, 2, 3);
+    }
+    s_destroy_all (out, 1);
+    zi_batcher_destroy (&b);
+}
+
+Test (batcher, batches_while_the_downstream_is_busy_within_max_delay)
+{
+    zi_batcher_t *b = zi_batcher_new (16, 8, 2000);
+    //  No free slot: requests accumulate; dispatch sends nothing.
+    zi_batcher_set_credit (b, 0, 0);
+    s_add_ok (b, s_request (1, 1, 3, 0), 0);
+    s_add_ok (b, s_request (2, 1, 3, 0), 500);
+    cr_assert_eq (zi_batcher_dispatch (b, 600), 0);
+    cr_assert_eq (zi_batcher_queued (b), 2);
+    //  ... still bounded by max_delay_us, counted from the first request.
+    cr_assert_eq (zi_batcher_timeout_us (b, 600), 1400);
+    cr_assert_eq (zi_batcher_expire (b, 1999), 0);
+    cr_assert_eq (zi_batcher_expire (b, 2000), 1);
+    zi_msg_t *out[8];
+    cr_assert_eq (s_collect (b, out, 8), 1);
+    size_t nreqs = 0;
+    zi_msg_reqs (out[0], &nreqs);
+    cr_assert_eq (nreqs, 2);
+    s_destroy_all (out, 1);
+    //  ... and by max_batch: 8 rows go at once even while busy.
+    for (uint64_t rid = 10; rid < 14; rid++) {
+        s_add_ok (b, s_request (rid, 2, 3, 0), 3000);
+    }
+    cr_assert_eq (s_collect (b, out, 8), 1);
+    s_destroy_all (out, 1);
+    //  Room again (the broker's HEARTBEAT {credit}): the held batch goes.
+    s_add_ok (b, s_request (20, 1, 3, 0), 4000);
+    cr_assert_eq (zi_batcher_dispatch (b, 4100), 0);
+    zi_batcher_set_credit (b, 2, 0);
+    cr_assert_eq (zi_batcher_dispatch (b, 4200), 1);
+    cr_assert_eq (s_collect (b, out, 8), 1);
+    s_destroy_all (out, 1);
+    zi_batcher_destroy (&b);
+}
+
+Test (batcher, each_task_sent_uses_up_a_free_slot)
+{
+    zi_batcher_t *b = zi_batcher_new (2, 64, 2000);
+    //  One free slot: a request split into 3 micro-batches uses it up, so
+    //  a small request after it waits to be coalesced.
+    zi_batcher_set_credit (b, 1, 0);
+    s_add_ok (b, s_request (1, 6, 3, 0), 0);
+    s_add_ok (b, s_request (2, 1, 3, 0), 0);
+    cr_assert_eq (zi_batcher_dispatch (b, 0), 0);
+    cr_assert_eq (zi_batcher_queued (b), 1);
+    //  Unknown downstream state (no report): batches wait as before.
+    zi_batcher_set_credit (b, -1, 0);
+    cr_assert_eq (zi_batcher_dispatch (b, 10), 0);
+    cr_assert_eq (zi_batcher_expire (b, 2000), 1);
+    zi_msg_t *out[8];
+    cr_assert_eq (s_collect (b, out, 8), 4);
+    s_destroy_all (out, 4);
+    zi_batcher_destroy (&b);
+}
+
+Test (batcher, a_stale_report_does_not_hand_out_credit_twice)
+{
+    zi_batcher_t *b = zi_batcher_new (16, 64, 2000);
+    //  The broker has received 100 TASKs from us so far; segment 0 has 2
+    //  free slots: grant 102.
+    zi_batcher_set_credit (b, 2, 102);
+    s_add_ok (b, s_request (1, 1, 3, 0), 0);
+    cr_assert_eq (zi_batcher_dispatch (b, 0), 1);
+    s_add_ok (b, s_request (2, 1, 3, 0), 0);
+    cr_assert_eq (zi_batcher_dispatch (b, 0), 1);
+    //  Both TASKs are on their way; reports made before they arrived still
+    //  say grant 102 (credit 2): no slot is left for us.
+    for (uint64_t rid = 3; rid <= 5; rid++) {
+        zi_batcher_set_credit (b, 2, 102);
+        s_add_ok (b, s_request (rid, 1, 3, 0), 10);
+        cr_assert_eq (zi_batcher_dispatch (b, 10), 0);
+    }
+    //  Both arrived (102 received) and one finished: credit 1, grant 103.
+    //  One slot: the held batch of three goes as one TASK.
+    zi_batcher_set_credit (b, 1, 103);
+    cr_assert_eq (zi_batcher_dispatch (b, 20), 1);
+    zi_msg_t *out[8];
+    cr_assert_eq (s_collect (b, out, 8), 3);
+    size_t nreqs = 0;
+    zi_msg_reqs (out[2], &nreqs);
+    cr_assert_eq (nreqs, 3);
+    s_destroy_all (out, 3);
+    //  A restarted broker counts from a larger base: re-anchored at credit.
+    zi_batcher_set_credit (b, 1, 1u << 30);
+    s_add_ok (b, s_request (6, 1, 3, 0), 30);
+    cr_assert_eq (zi_batcher_dispatch (b, 30), 1);
+    s_add_ok (b, s_request (7, 1, 3, 0), 30);
+    cr_assert_eq (zi_batcher_dispatch (b, 30), 0);
+    zi_batcher_flush (b, 40);
+    cr_assert_eq (s_collect (b, out, 8), 2);
+    s_destroy_all (out, 2);
+    zi_batcher_destroy (&b);
+}

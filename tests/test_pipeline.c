@@ -499,8 +499,8 @@ Test (pipeline, fashion_mnist_answers_equal_the_engine_bit_for_bit)
 
 Test (pipeline, coalesced_requests_equal_the_engine_bit_for_bit)
 {
-    //  batch-1 requests coalesced 8 at a time (the delay is long, so every
-    //  batch fills up: the 40 requests sent at once make 5 tasks of 8)
+    //  batch-1 requests coalesced up to 8 at a time (the delay is long, so
+    //  a batch leaves full, or at once while segment 0 has room)
     s_make_plan (S_FASHION,
                  "--replica 0@local:1:2 --replica 1@local:1:2 " S_FASHION_PRE
                  " --post softmax --micro-batch 8 --max-batch 8 --max-delay-us 1000000");
@@ -535,7 +535,11 @@ Test (pipeline, coalesced_requests_equal_the_engine_bit_for_bit)
     zi_json_t *stats = s_stats ();
     double tasks = zi_json_num (
         zi_json_get (zi_json_at (zi_json_get (stats, "segments"), 0), "tasks"));
-    cr_assert_eq (tasks, 5, "%g segment-0 tasks for 40 requests coalesced by 8", tasks);
+    //  While segment 0 has room a request never waits (the first ones go at
+    //  once, and held ones when it frees up); what queues while it is busy
+    //  is coalesced: 5 full batches, plus those sent at once.
+    cr_assert (tasks >= 5 && tasks <= 20,
+               "%g segment-0 tasks for 40 requests coalesced by 8", tasks);
     zi_json_destroy (&stats);
     zi_tensor_destroy (&want);
     zi_tensor_destroy (&x);

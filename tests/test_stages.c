@@ -559,6 +559,60 @@ Test (stages, partition_splits_coalesces_and_forwards_errors)
     zi_plan_destroy (&plan);
 }
 
+Test (stages, partition_never_holds_a_request_while_segment_0_has_room)
+{
+    char path[256];
+    //  A delay long enough that waiting for it would fail the test.
+    s_opts_t o = {.micro_batch = 4, .max_batch = 8, .max_delay_us = 5000000};
+    zi_plan_t *plan = s_plan (&o, path, sizeof path);
+    zsock_t *to_part = s_bind (ZMQ_PUSH, plan, ZI_PLAN_EP_TO_PARTITION);
+    zsock_t *intake = s_bind (ZMQ_PULL, plan, ZI_PLAN_EP_INTAKE);
+    pid_t pid = s_start ("zinfer-partition", path, "part0");
+
+    //  The broker says segment 0 has a free slot: the lone request goes
+    //  at once, as a batch of one.
+    zi_msg_t *task = s_request (1, "x", ZI_DT_F32, 1, 4, 0, 0);
+    zi_msg_set_credit (task, 1);
+    int64_t sent = zclock_usecs ();
+    s_send (to_part, task);
+    zi_msg_t *msg = s_recv (intake, 3000, NULL);
+    cr_assert_not_null (msg, "an idle pipeline held the request");
+    cr_assert_lt (zclock_usecs () - sent, 2000000, "the request waited for company");
+    size_t nreqs;
+    cr_assert_eq (zi_msg_reqs (msg, &nreqs)->id, 1);
+    zi_msg_destroy (&msg);
+
+    //  Segment 0 is busy (credit 0): requests are held and coalesce ...
+    for (uint64_t rid = 2; rid <= 3; rid++) {
+        task = s_request (rid, "x", ZI_DT_F32, 1, 4, 0, 0);
+        zi_msg_set_credit (task, 0);
+        s_send (to_part, task);
+    }
+    //  (an ERROR behind them comes back first: they have been read)
+    s_send (to_part, zi_stage_error (98, ZI_CODE_BAD_REQUEST, "marker"));
+    msg = s_recv (intake, 3000, NULL);
+    s_check_error (msg, 98, ZI_CODE_BAD_REQUEST, "marker");
+    zi_msg_destroy (&msg);
+    //  ... until the broker's HEARTBEAT {credit} says it has room again.
+    zi_msg_t *beat = zi_msg_new (ZI_CMD_HEARTBEAT);
+    zi_msg_set_credit (beat, 1);
+    s_send (to_part, beat);
+    msg = s_recv (intake, 3000, NULL);
+    cr_assert_not_null (msg, "the held batch did not go when segment 0 had room");
+    const zi_msg_req_t *reqs = zi_msg_reqs (msg, &nreqs);
+    cr_assert_eq (nreqs, 2);
+    cr_assert_eq (reqs[0].id, 2);
+    cr_assert_eq (reqs[1].id, 3);
+    zi_msg_destroy (&msg);
+
+    s_stop (pid, "zinfer-partition");
+    cr_assert (strstr (s_log ("part0"), "(2 at once: segment 0 had room)"), "%s",
+               s_log ("part0"));
+    zsock_destroy (&to_part);
+    zsock_destroy (&intake);
+    zi_plan_destroy (&plan);
+}
+
 Test (stages, partition_flushes_queued_requests_on_sigterm)
 {
     char path[256];

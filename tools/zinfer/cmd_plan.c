@@ -32,6 +32,8 @@
 #include "zinfer.h"
 
 #define S_MAX 256
+//  Tasks an exec replica holds in flight unless --replica says otherwise.
+#define S_DEFAULT_CREDIT 2
 
 typedef struct {
     int seg;
@@ -52,7 +54,8 @@ s_plan_usage (FILE *out)
 "\n"
 "  --replica SEG@HOST:R[:CREDIT[:THREADS]]\n"
 "                        an exec replica of segment SEG on HOST with capacity R\n"
-"                        (repeat; segments are 0..K-1)\n"
+"                        (repeat; segments are 0..K-1); CREDIT defaults to 2\n"
+"                        (the next task waits at the worker while it runs one)\n"
 "  --segments K          K segments with one replica of capacity 1 each\n"
 "  --host NAME=ADDRESS   a host (repeat; default local=127.0.0.1)\n"
 "  --broker-host NAME    where the broker runs (default: the first host)\n"
@@ -132,7 +135,10 @@ s_parse_replica (const char *text, s_replica_arg_t *r, char *err, size_t errlen)
         fields[i + 1] = c + 1;
     }
     r->seg = (int) seg;
-    r->credit = 1;
+    //  Credit 2 by default: a worker holds its next task while it runs one,
+    //  so it never idles for a round trip through the broker (with credit
+    //  1 a segment-bound pipeline lost ~25% of its throughput that way).
+    r->credit = S_DEFAULT_CREDIT;
     r->threads = 1;
     if (s_parse_double (fields[0], &r->capacity) || !(r->capacity > 0)) {
         return zi_fail (err, errlen, ZI_ERR_INVALID, "--replica '%s': capacity '%s' must be "
@@ -510,7 +516,7 @@ zi_cmd_plan (int argc, char **argv)
     if (!n_replicas) {
         k = segments ? (int) segments : 1;
         for (int s = 0; s < k; s++) {
-            replicas[n_replicas] = (s_replica_arg_t){s, "", 1.0, 1, 1};
+            replicas[n_replicas] = (s_replica_arg_t){s, "", 1.0, S_DEFAULT_CREDIT, 1};
             snprintf (replicas[n_replicas].host, sizeof replicas[0].host, "%s", host_names[0]);
             n_replicas++;
         }
