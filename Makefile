@@ -7,7 +7,7 @@ JOBS       ?= $(shell nproc)
 FUZZ_SECONDS ?= 60
 CTEST_ARGS ?=
 
-.PHONY: all deps build demo test test-unit test-asan fuzz clean format bench bench-deps
+.PHONY: all deps build demo test test-unit test-asan fuzz clean format bench bench-deps bench-engine
 
 all: build
 
@@ -44,16 +44,33 @@ fuzz: deps
 demo: build
 	@bash examples/demo.sh $(BUILD)
 
-# Engine benchmark against ONNX Runtime (npm onnxruntime-node) and Debian's
-# PyTorch; not part of `make test`. A missing peer shows as "unavailable".
+# Benchmark suite (tools/bench/README.md): the single-process engine, the
+# pipeline with 1-3 segments, ONNX Runtime (npm onnxruntime-node), Debian's
+# PyTorch in one process and as a 2-rank gloo pipeline, the broker
+# micro-benchmark; tables, tools/bench/results/{suite.csv,bench.png}.
+# Not part of `make test`. A missing peer shows as "unavailable".
+#   make bench BENCH_ARGS="--quick"          (smoke test, ~1 min)
+#   make bench-engine BENCH_ARGS="--models mlp --seconds 2"
 BENCH_ARGS ?=
+BENCH_DEBS := python3-torch python3-torchvision python3-numpy python3-matplotlib
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+# nodejs and npm only when there is no node / npm at all (a NodeSource nodejs
+# ships its own npm and conflicts with Debian's).
 bench-deps:
-	@dpkg-query -W -f='$${Status}' python3-torch 2>/dev/null | grep -q "install ok installed" \
-	    || $(SUDO) apt-get install -y -qq python3-torch nodejs npm
-	cd tools/bench && npm ci --ignore-scripts --no-audit --no-fund
+	@missing=""; for p in $(BENCH_DEBS); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	command -v node > /dev/null || missing="$$missing nodejs"; \
+	command -v npm > /dev/null || missing="$$missing npm"; \
+	if [ -n "$$missing" ]; then echo "bench-deps: installing$$missing"; \
+	    $(SUDO) apt-get install -y -qq $$missing; fi
+	@[ -f tools/bench/node_modules/onnxruntime-node/package.json ] \
+	    || (cd tools/bench && npm ci --ignore-scripts --no-audit --no-fund)
 
-bench: build
+bench: build bench-deps
+	@bash tools/bench/bench-suite.sh $(BUILD) $(BENCH_ARGS)
+
+bench-engine: build
 	@bash tools/bench/bench-engine.sh $(BUILD) $(BENCH_ARGS)
 
 format:

@@ -133,18 +133,20 @@
       aggregators: [{name, capacity, tasks (sent), inflight, live}]
       dropped:  {front, preprocessed, intake, work, to_aggregate, results}
                 (messages that could not be decoded or were not expected)
-      copied_bytes: tensor bytes copied to (re-)send them
+      copied_bytes: tensor bytes copied (COPIES below)
       memory:   {rss_kb, heap_bytes (handed out by malloc, not returned)}
 
-    COPIES. Received tensors stay views into their ZeroMQ frames. What the
-    broker may have to send again is copied once per send, because libzmq
-    takes ownership of what it sends: the request's inputs to preprocess
-    (kept for re-injection: 1 x input bytes per request), each TASK to a
-    worker (kept for re-dispatch: 1 x the segment's input bytes per
-    dispatch) and each TASK to an aggregator (1 x the output bytes). The
-    preprocessed -> to_partition relay and REPLYs to clients move frames
-    without copying. copied_bytes in STATS counts the copies; at memcpy
-    speed (~10 GB/s) a 3 KiB image costs ~0.3 us per hop.
+    COPIES. None on the way through. Received tensors stay views into
+    their ZeroMQ messages, whose content libzmq reference-counts. What the
+    broker may have to send again (a request's inputs, kept for
+    re-injection; a task's bag, kept for re-dispatch after a worker dies;
+    a kept answer, for a client's retry) is sent as another reference to
+    the same bytes (zi_msg_add_tensor_ref), so sending never frees or
+    copies what is kept, and what is kept lives until its last holder
+    (the broker or libzmq's send queue) lets go. The preprocessed ->
+    to_partition relay and REPLYs to clients move the received messages.
+    copied_bytes in STATS counts the one copy left: the rows of a
+    coalesced task that the broker answers itself (no aggregate stage).
 */
 #include "zi_broker.h"
 
@@ -300,12 +302,13 @@ typedef struct {
     bool gone; //  said DISCONNECT since it was last heard
 } s_stage_peer_t;
 
-//  A client's answer, kept so a retry with the same id gets it again: its
-//  frames as they went out (a few hundred bytes of bookkeeping each).
+//  A client's answer, kept so a retry with the same id gets it again: a
+//  REPLY whose tensors share their bytes with the one that went out (no
+//  copy), or a final ERROR (a few hundred bytes of bookkeeping each).
 typedef struct {
-    char *key;      //  "<routing id hex>/<client id>", as s_request_t's
-    int64_t at;     //  ms
-    zmsg_t *frames; //  REPLY or a final ERROR, encoded, without envelope
+    char *key;         //  "<routing id hex>/<client id>", as s_request_t's
+    int64_t at;        //  ms
+    zi_msg_t *answer;  //  REPLY or a final ERROR, id = the client's
     size_t bytes;
     void *handle; //  in answer_order
 } s_answer_t;
@@ -437,6 +440,29 @@ s_routing_hex (zmsg_t *envelope)
 {
     zframe_t *id = envelope ? zmsg_first (envelope) : NULL;
     return id ? zframe_strhex (id) : strdup ("");
+}
+
+//  Room for a routing id in hex (ZeroMQ routing ids are 1..255 bytes), a
+//  '/', a 64-bit id and the NUL.
+#define S_KEY_MAX (2 * 255 + 1 + 20 + 1)
+
+//  The routing id of envelope in upper-case hex, as zframe_strhex spells
+//  it, into buf (S_KEY_MAX bytes): the hot paths look peers up without an
+//  allocation. Returns the length written.
+static size_t
+s_routing_hex_into (zmsg_t *envelope, char *buf)
+{
+    static const char digits[] = "0123456789ABCDEF";
+    zframe_t *id = envelope ? zmsg_first (envelope) : NULL;
+    size_t size = id ? zframe_size (id) : 0;
+    const uint8_t *data = id ? zframe_data (id) : NULL;
+    size = size > 255 ? 255 : size;
+    for (size_t i = 0; i < size; i++) {
+        buf[2 * i] = digits[data[i] >> 4];
+        buf[2 * i + 1] = digits[data[i] & 15];
+    }
+    buf[2 * size] = 0;
+    return 2 * size;
 }
 
 //  True when a message can go out now: a PUSH with no peer, or whose
@@ -686,17 +712,31 @@ s_task_bag_add (s_task_t *task, zi_msg_t **msg_p)
     return ZI_OK;
 }
 
-//  The newest tensor of that name in the task's bag, or NULL.
+//  The newest tensor of that name in the task's bag, or NULL; *msg_p and
+//  *index_p (if not NULL) say where it is.
 static const zi_tensor_t *
-s_task_tensor (const s_task_t *task, const char *name)
+s_task_tensor_at (const s_task_t *task, const char *name, zi_msg_t **msg_p,
+                  size_t *index_p)
 {
     for (size_t i = task->nbag; i-- > 0;) {
-        const zi_tensor_t *t = zi_msg_tensor_find (task->bag[i], name);
-        if (t) {
-            return t;
+        zi_msg_t *msg = task->bag[i];
+        for (size_t k = 0; k < zi_msg_tensor_count (msg); k++) {
+            if (strcmp (zi_msg_tensor_name (msg, k), name) == 0) {
+                if (msg_p) {
+                    *msg_p = msg;
+                    *index_p = k;
+                }
+                return zi_msg_tensor (msg, k);
+            }
         }
     }
     return NULL;
+}
+
+static const zi_tensor_t *
+s_task_tensor (const s_task_t *task, const char *name)
+{
+    return s_task_tensor_at (task, name, NULL, NULL);
 }
 
 //  True when a tensor of this name is still needed once the task is at
@@ -833,8 +873,9 @@ s_task_retry (zi_broker_t *self, s_task_t *task, const char *why)
     s_task_queue (self, task, true);
 }
 
-//  Build the TASK that carries the task's tensors `names` (copied: the bag
-//  keeps its own for a re-dispatch). NULL with err when one is missing.
+//  Build the TASK that carries the task's tensors `names`, sharing their
+//  bytes with the bag (zi_msg_add_tensor_ref: no copy), which keeps its
+//  references for a re-dispatch. NULL with err when one is missing.
 static zi_msg_t *
 s_task_msg (zi_broker_t *self, const s_task_t *task, uint32_t seg,
             const char *const *names, size_t nnames, char *err, size_t errlen)
@@ -858,7 +899,9 @@ s_task_msg (zi_broker_t *self, const s_task_t *task, uint32_t seg,
         rc = zi_msg_set_mb (msg, task->mb, task->nmb);
     }
     for (size_t i = 0; !rc && i < nnames; i++) {
-        const zi_tensor_t *t = s_task_tensor (task, names[i]);
+        zi_msg_t *holder = NULL;
+        size_t at = 0;
+        const zi_tensor_t *t = s_task_tensor_at (task, names[i], &holder, &at);
         if (!t) {
             snprintf (err, errlen,
                       "task %" PRIu64 ": tensor '%s' for segment %" PRIu32
@@ -867,8 +910,7 @@ s_task_msg (zi_broker_t *self, const s_task_t *task, uint32_t seg,
             zi_msg_destroy (&msg);
             return NULL;
         }
-        rc = zi_msg_add_tensor_copy (msg, names[i], t);
-        self->copied_bytes += t->nbytes;
+        rc = zi_msg_add_tensor_ref (msg, names[i], holder, at);
     }
     if (rc) {
         snprintf (err, errlen, "task %" PRIu64 ": cannot build its TASK: %s", task->tid,
@@ -1016,7 +1058,7 @@ s_answer_forget (zi_broker_t *self, s_answer_t *kept)
     zhashx_delete (self->answers, kept->key);
     zlistx_detach (self->answer_order, kept->handle);
     self->answer_bytes -= kept->bytes;
-    zmsg_destroy (&kept->frames);
+    zi_msg_destroy (&kept->answer);
     free (kept->key);
     free (kept);
 }
@@ -1032,19 +1074,25 @@ s_answers_expire (zi_broker_t *self, int64_t now)
     }
 }
 
-//  A copy of a kept answer to send (sending consumes a message).
+//  Another message with the answer's command, id, code, reason and
+//  tensors, the tensors sharing its bytes (sending consumes a message).
 static zi_msg_t *
-s_answer_copy (const zi_msg_t *answer)
+s_answer_share (zi_msg_t *answer, uint64_t id)
 {
+    zi_msg_t *copy;
     if (zi_msg_cmd (answer) == ZI_CMD_ERROR) {
-        return zi_msg_new_error ((zi_code_t)zi_msg_code (answer), zi_msg_reason (answer));
+        copy = zi_msg_new_error ((zi_code_t)zi_msg_code (answer), zi_msg_reason (answer));
     }
-    zi_msg_t *copy = zi_msg_new (zi_msg_cmd (answer));
+    else {
+        copy = zi_msg_new (zi_msg_cmd (answer));
+    }
     for (size_t i = 0; copy && i < zi_msg_tensor_count (answer); i++) {
-        if (zi_msg_add_tensor_copy (copy, zi_msg_tensor_name (answer, i),
-                                    zi_msg_tensor (answer, i))) {
+        if (zi_msg_add_tensor_ref (copy, zi_msg_tensor_name (answer, i), answer, i)) {
             zi_msg_destroy (&copy);
         }
+    }
+    if (copy) {
+        zi_msg_set_id (copy, id);
     }
     return copy;
 }
@@ -1053,31 +1101,20 @@ s_answer_copy (const zi_msg_t *answer)
 static int
 s_answer_send (zi_broker_t *self, const s_answer_t *kept, zmsg_t *envelope)
 {
-    zmsg_t *again = zmsg_dup (kept->frames);
-    //  The envelope is the routing id and perhaps a delimiter: push them
-    //  in front, last first.
-    zframe_t *env[4];
-    size_t n = 0;
-    for (zframe_t *f = envelope ? zmsg_first (envelope) : NULL; f && n < 4;
-         f = zmsg_next (envelope)) {
-        env[n++] = f;
-    }
-    while (again && n > 0) {
-        n--;
-        zmsg_pushmem (again, zframe_data (env[n]), zframe_size (env[n]));
-    }
-    if (!again || zmsg_send (&again, self->sock[ZI_PLAN_EP_FRONT])) {
-        zmsg_destroy (&again);
+    zi_msg_t *again = s_answer_share (kept->answer, zi_msg_id (kept->answer));
+    if (!again || zi_msg_send_to (&again, self->sock[ZI_PLAN_EP_FRONT], envelope)) {
+        zi_msg_destroy (&again);
         return ZI_ERR_IO;
     }
     return ZI_OK;
 }
 
-//  Keep (a copy of) the answer to the request `key` (client id `id`), if
+//  Keep the answer to the request `key` (client id `id`), sharing its
+//  tensors' bytes (no copy; the caller may send and free its message), if
 //  it is small enough, evicting the oldest answers to stay within the
 //  limits.
 static void
-s_answer_keep (zi_broker_t *self, const char *key, uint64_t id, const zi_msg_t *answer)
+s_answer_keep (zi_broker_t *self, const char *key, uint64_t id, zi_msg_t *answer)
 {
     size_t bytes = 0;
     for (size_t i = 0; i < zi_msg_tensor_count (answer); i++) {
@@ -1097,16 +1134,12 @@ s_answer_keep (zi_broker_t *self, const char *key, uint64_t id, const zi_msg_t *
         s_answer_forget (self, first);
     }
     s_answer_t *kept = (s_answer_t *)calloc (1, sizeof *kept);
-    zi_msg_t *copy = kept ? s_answer_copy (answer) : NULL;
-    if (copy) {
-        zi_msg_set_id (copy, id);
-        if (zi_msg_encode (&copy, &kept->frames)) {
-            zi_msg_destroy (&copy);
-        }
+    if (kept) {
+        kept->answer = s_answer_share (answer, id);
     }
-    if (!kept || !kept->frames || !(kept->key = strdup (key))) {
+    if (!kept || !kept->answer || !(kept->key = strdup (key))) {
         if (kept) {
-            zmsg_destroy (&kept->frames);
+            zi_msg_destroy (&kept->answer);
             free (kept);
         }
         return;
@@ -1304,10 +1337,10 @@ s_request_inject (zi_broker_t *self, s_request_t *req)
         zi_msg_set_grant (msg, self->part_tasks + free_credit);
     }
     int rc = 0;
+    //  Shared with the kept inputs (no copy), for a re-injection.
     for (size_t i = 0; !rc && i < zi_msg_tensor_count (req->inputs); i++) {
-        const zi_tensor_t *t = zi_msg_tensor (req->inputs, i);
-        rc = zi_msg_add_tensor_copy (msg, zi_msg_tensor_name (req->inputs, i), t);
-        self->copied_bytes += t->nbytes;
+        rc = zi_msg_add_tensor_ref (msg, zi_msg_tensor_name (req->inputs, i),
+                                    req->inputs, i);
     }
     if (rc) {
         zi_msg_destroy (&msg);
@@ -1440,41 +1473,8 @@ s_handle_intake (zi_broker_t *self, zi_plan_ep_t ep)
     }
 }
 
-//  Read one whole message from a socket frame by frame, keeping at most
-//  ZI_MSG_MAX_FRAMES frames: a longer one is read to its end and thrown
-//  away (*over set), so a hostile peer cannot make us hold more. Returns
-//  the number of frames kept; 0 when nothing was there.
-static size_t
-s_recv_frames (zsock_t *sock, zframe_t **frames, bool *over)
-{
-    size_t n = 0;
-    *over = false;
-    zframe_t *frame = zframe_recv (sock); //  the socket's timeout is 0
-    while (frame) {
-        bool more = zframe_more (frame);
-        if (n < ZI_MSG_MAX_FRAMES) {
-            frames[n++] = frame;
-        }
-        else {
-            zframe_destroy (&frame);
-            *over = true;
-        }
-        //  The rest of a multipart message is always there at once.
-        frame = more ? zframe_recv (sock) : NULL;
-    }
-    return n;
-}
-
-static void
-s_frames_destroy (zframe_t **frames, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        zframe_destroy (&frames[i]);
-    }
-}
-
 //  preprocess -> partition: relay whole messages. Each is decoded first
-//  (zi_msg_decode: tensors stay views into their frames, so nothing is
+//  (zi_msg_recv: tensors stay views into their frames, so nothing is
 //  copied but a misaligned frame), so partition only ever receives what
 //  is well-formed, and a stage's HEARTBEAT or DISCONNECT stops here. What
 //  goes on is the original header bytes (unknown keys included) and the
@@ -1492,80 +1492,49 @@ s_handle_preprocessed (zi_broker_t *self)
     //  loss.
     for (int n = 0; n < S_BATCH && s_writable (self->sock[ZI_PLAN_EP_TO_PARTITION]);
          n++) {
-        zframe_t *frames[ZI_MSG_MAX_FRAMES];
-        bool over = false;
-        size_t nframes = s_recv_frames (self->sock[ep], frames, &over);
-        if (nframes == 0) {
-            break;
-        }
-        if (over) {
-            s_drop (self, ep, "BROKER-DECODE-DROPPED", "more than %d frames in a message",
-                    ZI_MSG_MAX_FRAMES);
-            s_frames_destroy (frames, nframes);
-            continue;
-        }
-        //  A PULL receiver skips one empty delimiter (PROTOCOL.md 4).
-        size_t first = nframes > 1 && zframe_size (frames[0]) == 0 ? 1 : 0;
-        zframe_t *header = zframe_dup (frames[first]);
-        zmsg_t *zmsg = zmsg_new ();
-        for (size_t i = first; zmsg && i < nframes; i++) {
-            zmsg_append (zmsg, &frames[i]);
-        }
-        s_frames_destroy (frames, nframes);
         zi_msg_t *msg = NULL;
         char err[256];
-        int rc = zmsg && header
-                     ? zi_msg_decode (&zmsg, &msg, err, sizeof err)
-                     : zi_fail (err, sizeof err, ZI_ERR_NOMEM, "out of memory");
-        zmsg_destroy (&zmsg);
+        int rc = zi_msg_recv (self->sock[ep], &msg, err, sizeof err);
+        if (rc == ZI_ERR_IO) {
+            break;
+        }
         if (rc) {
             s_drop (self, ep, "BROKER-DECODE-DROPPED", "%s", err);
-            zframe_destroy (&header);
             continue;
         }
         zi_cmd_t cmd = zi_msg_cmd (msg);
         if (cmd == ZI_CMD_HEARTBEAT || cmd == ZI_CMD_DISCONNECT) {
             s_stage_hello (self, ep, S_STAGE_PRE, &msg);
-            zframe_destroy (&header);
             continue;
         }
         bool has_credit = zi_msg_has (msg, "credit") || zi_msg_has (msg, "grant");
-        zmsg_t *out = NULL;
-        if (zi_msg_encode (&msg, &out)) {
-            s_drop (self, ep, "BROKER-RELAY-FAILED", "cannot re-frame a %s",
-                    zi_cmd_name (cmd));
-            zi_msg_destroy (&msg);
-            zframe_destroy (&header);
-            continue;
-        }
-        zframe_t *encoded = zmsg_pop (out);
-        zframe_destroy (&encoded);
+        size_t hsize = 0;
+        const uint8_t *hdata = zi_msg_header (msg, &hsize);
         //  Partition's batching hint: segment 0's free credit now. Added
         //  to the original bytes; a header that has "credit" already goes
         //  on as it came.
+        zframe_t *granted = NULL;
         if (cmd == ZI_CMD_TASK && !has_credit) {
             uint32_t free_credit = s_seg0_free (self);
-            zframe_t *stamped = zi_msg_header_add_uint (
-                zframe_data (header), zframe_size (header), "credit", free_credit);
-            zframe_t *granted
-                = stamped ? zi_msg_header_add_uint (zframe_data (stamped),
-                                                    zframe_size (stamped), "grant",
-                                                    self->part_tasks + free_credit)
-                          : NULL;
-            if (granted) {
-                zframe_destroy (&header);
-                header = granted;
-            }
+            zframe_t *stamped = zi_msg_header_add_uint (hdata, hsize, "credit", free_credit);
+            granted = stamped ? zi_msg_header_add_uint (zframe_data (stamped),
+                                                        zframe_size (stamped), "grant",
+                                                        self->part_tasks + free_credit)
+                              : NULL;
             zframe_destroy (&stamped);
+            if (granted) {
+                hdata = zframe_data (granted);
+                hsize = zframe_size (granted);
+            }
         }
-        zmsg_prepend (out, &header);
         self->stage[S_STAGE_PRE].received++;
-        if (zmsg_send (&out, self->sock[ZI_PLAN_EP_TO_PARTITION])) {
+        rc = zi_msg_send_header (&msg, self->sock[ZI_PLAN_EP_TO_PARTITION], hdata, hsize);
+        zframe_destroy (&granted);
+        if (rc) {
             //  Lost a race with a partition process leaving: the stage
             //  timeout sends the request in again.
             s_drop (self, ep, "BROKER-RELAY-FAILED", "cannot relay a message (%s)",
                     zmq_strerror (errno));
-            zmsg_destroy (&out);
             continue;
         }
         self->stage[S_STAGE_PART].sent++;
@@ -1686,19 +1655,16 @@ s_front_request (zi_broker_t *self, zmsg_t **envelope_p, zi_msg_t **msg_p)
 {
     zi_msg_t *msg = *msg_p;
     uint64_t id = zi_msg_id (msg);
-    char *hex = s_routing_hex (*envelope_p);
-    char *key = hex ? zsys_sprintf ("%s/%" PRIu64, hex, id) : NULL;
-    free (hex);
-    if (!key) {
-        s_send_error (self, ZI_PLAN_EP_FRONT, *envelope_p, true, id, ZI_CODE_INTERNAL,
-                      "broker out of memory");
-        goto done;
-    }
-    if (zhashx_lookup (self->clients, key)) {
+    //  The key lives on the stack until the request is admitted.
+    char keybuf[S_KEY_MAX];
+    size_t hexlen = s_routing_hex_into (*envelope_p, keybuf);
+    snprintf (keybuf + hexlen, sizeof keybuf - hexlen, "/%" PRIu64, id);
+    char *key = NULL;
+    if (zhashx_lookup (self->clients, keybuf)) {
         self->req.duplicates++; //  its one answer is on its way
         goto done;
     }
-    s_answer_t *kept = (s_answer_t *)zhashx_lookup (self->answers, key);
+    s_answer_t *kept = (s_answer_t *)zhashx_lookup (self->answers, keybuf);
     if (kept) {
         //  Answered before, and the client did not get it (or retried
         //  too early): the same answer again, and the request is not run
@@ -1740,7 +1706,9 @@ s_front_request (zi_broker_t *self, zmsg_t **envelope_p, zi_msg_t **msg_p)
         goto done;
     }
     s_request_t *req = (s_request_t *)calloc (1, sizeof *req);
-    if (!req) {
+    key = req ? strdup (keybuf) : NULL;
+    if (!key) {
+        free (req);
         s_send_error (self, ZI_PLAN_EP_FRONT, *envelope_p, true, id, ZI_CODE_INTERNAL,
                       "broker out of memory");
         goto done;
@@ -2108,7 +2076,9 @@ s_handle_work (zi_broker_t *self)
         if (rc == ZI_ERR_IO && !envelope) {
             break;
         }
-        char *key = s_routing_hex (envelope);
+        char keybuf[S_KEY_MAX];
+        s_routing_hex_into (envelope, keybuf);
+        char *key = envelope ? keybuf : NULL;
         s_worker_t *w = key ? (s_worker_t *)zhashx_lookup (self->workers, key) : NULL;
         if (rc || !key) {
             s_drop (self, ZI_PLAN_EP_WORK, "BROKER-BAD-MESSAGE", "from %s: %s",
@@ -2164,7 +2134,6 @@ s_handle_work (zi_broker_t *self)
                           "%s is not accepted on work", zi_cmd_name (cmd));
         }
     next:
-        free (key);
         zmsg_destroy (&envelope);
         zi_msg_destroy (&msg);
     }
@@ -2530,6 +2499,7 @@ s_reply_direct (zi_broker_t *self, s_task_t *task)
                          : zi_tensor_slice_rows (t, (int64_t)offset, e->count, &rows);
                 if (!rc) {
                     rc = zi_msg_add_tensor_copy (reply, self->out_names[k], &rows);
+                    self->copied_bytes += rows.nbytes;
                 }
             }
             if (rc) {
@@ -2744,12 +2714,13 @@ s_request_blocked (zi_broker_t *self, const s_request_t *req, char *why, size_t 
 static void
 s_tick_requests (zi_broker_t *self, int64_t now)
 {
-    size_t n = zhashx_size (self->requests);
-    if (n == 0) {
-        return;
-    }
-    uint64_t *rids = (uint64_t *)malloc (n * sizeof *rids);
-    if (!rids) {
+    //  Collected first (a request cannot be forgotten while the table is
+    //  walked), at most S_TICK_BATCH per tick: the rest are found on the
+    //  next one, 5 ms later, and a tick never allocates.
+    enum { S_TICK_BATCH = 512 };
+    uint64_t rids[S_TICK_BATCH];
+    size_t n = S_TICK_BATCH;
+    if (zhashx_size (self->requests) == 0) {
         return;
     }
     size_t k = 0;
@@ -2802,7 +2773,6 @@ s_tick_requests (zi_broker_t *self, int64_t now)
             req->inject_handle = zlistx_add_end (self->inject, req);
         }
     }
-    free (rids);
 }
 
 static void

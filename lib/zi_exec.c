@@ -29,6 +29,7 @@
 #include <time.h>
 
 #include "zi_blas.h"
+#include "zi_gemm.h"
 #include "zi_ops.h"
 #include "zi_ops_nn.h"
 
@@ -91,6 +92,11 @@ struct zi_exec {
     bool *fuse_on;                  //  per head node: fused in this plan
     zi_tensor_t unknown;            //  what zi_exec_value returns for DYNAMIC
     zi_pool_t *pool;                //  opts.nthreads > 1: kernels' threads
+    //  Per Gemm / MatMul node whose B is constant: B packed for zi_gemm,
+    //  made at its first run and kept (an initializer's) until destroy, or
+    //  (a folded value's, pack_folded) until the plan is dropped.
+    zi_gemm_pack_t **packs;
+    bool *pack_folded;
 };
 
 //  -------------------------------------------------------------------------
@@ -105,6 +111,13 @@ s_free_plan (zi_exec_t *self)
             zi_tensor_destroy (&self->folded[v]);
         }
     }
+    //  A folded B is recomputed (at a new address) by the next plan.
+    for (int n = 0; self->packs && n < g->n_nodes; n++) {
+        if (self->pack_folded[n]) {
+            zi_gemm_pack_destroy (&self->packs[n]);
+            self->pack_folded[n] = false;
+        }
+    }
     self->planned = false;
 }
 
@@ -117,6 +130,11 @@ zi_exec_destroy (zi_exec_t **self_p)
     zi_exec_t *self = *self_p;
     zi_pool_destroy (&self->pool);
     s_free_plan (self);
+    for (int n = 0; self->packs && n < self->g->n_nodes; n++) {
+        zi_gemm_pack_destroy (&self->packs[n]);
+    }
+    free (self->packs);
+    free (self->pack_folded);
     free (self->inputs);
     free (self->outputs);
     free (self->is_output);
@@ -350,13 +368,15 @@ zi_exec_new (const zi_graph_t *g, int first, int last,
     self->fuse_tail = (int *) calloc (nn, sizeof (int));
     self->fuse_head = (int *) calloc (nn, sizeof (int));
     self->fuse_on = (bool *) calloc (nn, sizeof (bool));
+    self->packs = (zi_gemm_pack_t **) calloc (nn, sizeof (zi_gemm_pack_t *));
+    self->pack_folded = (bool *) calloc (nn, sizeof (bool));
     self->unknown.rank = -1;
     if (!self->inputs || !self->outputs || !self->is_output || !self->produced
         || !self->last_use || !self->kind || !self->vals || !self->folded
         || !self->node_folded || !self->node_dynamic || !self->offset
         || !self->plan_in || !self->node_seconds || !self->fuse || !self->fuse_act
         || !self->fuse_bias || !self->fuse_out || !self->fuse_tail || !self->fuse_head
-        || !self->fuse_on) {
+        || !self->fuse_on || !self->packs || !self->pack_folded) {
         zi_exec_destroy (&self);
         zi_fail (err, errlen, ZI_ERR_NOMEM, "out of memory");
         return NULL;
@@ -480,6 +500,16 @@ size_t
 zi_exec_naive_bytes (const zi_exec_t *self)
 {
     return self->naive_size;
+}
+
+size_t
+zi_exec_packed_bytes (const zi_exec_t *self)
+{
+    size_t total = 0;
+    for (int n = self->first; n <= self->last; n++) {
+        total += zi_gemm_pack_bytes (self->packs[n]);
+    }
+    return total;
 }
 
 //  -------------------------------------------------------------------------
@@ -948,19 +978,59 @@ s_alloc_data (size_t nbytes)
     return malloc (nbytes ? nbytes : 1);
 }
 
-static int
-s_run_fused (zi_exec_t *self, int n, zi_kctx_t *ctx)
+//  The pack slot for a Gemm / MatMul node when its B (input 1) cannot
+//  change between runs: a graph initializer, or a value folded by this
+//  plan. Which slot (or none) never changes the result, only the time.
+static zi_gemm_pack_t **
+s_pack_slot (zi_exec_t *self, int n)
 {
-    zi_nn_act_t act = self->fuse_act[n];
-    switch (self->fuse[n]) {
-        case S_FUSE_CONV: return zi_nn_conv_act (ctx, act);
-        case S_FUSE_GEMM: return zi_nn_gemm_act (ctx, act);
-        case S_FUSE_MATMUL: {
-            int b = self->fuse_bias[n];
-            return zi_nn_matmul_bias_act (ctx, b >= 0 ? self->g->values[b].init : NULL, act);
-        }
-        default: return zi_op_fail (ctx, ZI_ERR_INVALID, "not a fused node");
+    const zi_node_t *node = &self->g->nodes[n];
+    int b = node->n_in > 1 ? node->in[1] : -1;
+    if (b < 0 || (self->kind[b] != S_CONST && self->kind[b] != S_FOLDED)) {
+        return NULL;
     }
+    if (self->kind[b] == S_FOLDED) {
+        self->pack_folded[n] = true;
+    }
+    return &self->packs[n];
+}
+
+//  A Gemm or MatMul of the ONNX domain; *matmul tells which.
+static bool
+s_is_gemm (const zi_node_t *node, bool *matmul)
+{
+    if (*node->domain) {
+        return false;
+    }
+    *matmul = strcmp (node->op_type, "MatMul") == 0;
+    return *matmul || strcmp (node->op_type, "Gemm") == 0;
+}
+
+//  Run node n (a fused head with its tail when `fused`). Gemm and MatMul,
+//  fused or not, go through the nn family's *_cached entry points with
+//  their pack slot.
+static int
+s_run_node (zi_exec_t *self, int n, bool fused, zi_kctx_t *ctx)
+{
+    zi_nn_act_t act = fused ? self->fuse_act[n] : (zi_nn_act_t){ZI_NN_ACT_NONE, 0, 0};
+    const zi_node_t *node = &self->g->nodes[n];
+    bool matmul;
+    if (s_is_gemm (node, &matmul)) {
+        zi_gemm_pack_t **slot = s_pack_slot (self, n);
+        if (!matmul) {
+            return zi_nn_gemm_act_cached (ctx, act, slot);
+        }
+        int b = fused ? self->fuse_bias[n] : -1;
+        return zi_nn_matmul_bias_act_cached (ctx, b >= 0 ? self->g->values[b].init : NULL,
+                                             act, slot);
+    }
+    if (!fused) {
+        return node->op->run (ctx);
+    }
+    if (self->fuse[n] == S_FUSE_CONV) {
+        return zi_nn_conv_act (ctx, act);
+    }
+    return zi_op_fail (ctx, ZI_ERR_INVALID, "not a fused node");
 }
 
 int
@@ -1051,7 +1121,7 @@ zi_exec_run (zi_exec_t *self, const zi_tensor_t *const *inputs, zi_tensor_t **ou
             if (self->opts.profile) {
                 clock_gettime (CLOCK_MONOTONIC, &t0);
             }
-            rc = fused ? s_run_fused (self, n, &ctx) : node->op->run (&ctx);
+            rc = s_run_node (self, n, fused, &ctx);
             if (self->opts.profile) {
                 clock_gettime (CLOCK_MONOTONIC, &t1);
                 self->node_seconds[n] += (double) (t1.tv_sec - t0.tv_sec)

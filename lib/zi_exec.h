@@ -24,6 +24,13 @@
     one arena that reuses the memory of dead tensors; zi_exec_peak_bytes
     reports its size. Shapes that depend on run-time values fall back to
     per-tensor allocation.
+
+    Threads: with opts.nthreads > 1 the executor owns a zi_pool that the
+    kernels split their loops over (OpenBLAS then stays on one thread).
+    Results are bit-identical for any thread count. Gemm / MatMul nodes
+    with a constant B keep it packed for the AVX-512 GEMM (zi_gemm.h) from
+    their first run until the executor is destroyed: about one more copy
+    of those weights, reported by zi_exec_packed_bytes.
 */
 #ifndef ZI_EXEC_H_INCLUDED
 #define ZI_EXEC_H_INCLUDED
@@ -103,6 +110,12 @@ int zi_exec_n_fused (const zi_exec_t *self);
 //  what the same tensors would take without reuse (for the report).
 size_t zi_exec_peak_bytes (const zi_exec_t *self);
 size_t zi_exec_naive_bytes (const zi_exec_t *self);
+
+//  Bytes held by packed copies of constant GEMM weights (Gemm / MatMul B
+//  operands, packed at their first run for the AVX-512 kernel; about the
+//  size of the weights themselves). 0 before the first run or when the
+//  portable GEMM path is in use.
+size_t zi_exec_packed_bytes (const zi_exec_t *self);
 
 #ifdef __cplusplus
 }

@@ -115,13 +115,27 @@ s_cmd_carries_tensors (zi_cmd_t cmd)
 //  ---------------------------------------------------------------------
 //  The message
 
+//  A tensor slot. Received bytes (and bytes shared with another message)
+//  live in a zmq_msg_t, whose content libzmq reference-counts: handing the
+//  same bytes to several outgoing messages (zmq_msg_copy) costs a counter
+//  increment, never a copy. The tensor struct and short names live inside
+//  the slot, so decoding a one-tensor message allocates only the message.
+#define S_NAME_INLINE 24
+
 typedef struct {
-    char *name;
-    zi_tensor_t *tensor;    //  owned struct; data owned, borrowed or in frame
-    zframe_t *frame;        //  received frame the tensor views, or NULL
+    char *name;             //  name_inline, or heap when longer
+    zi_tensor_t *tensor;    //  &view when has_part; else an owned struct
+                            //  (its data owned, or borrowed from the caller)
+    bool has_part;
+    zmq_msg_t part;         //  the bytes when has_part
+    zi_tensor_t view;       //  a view of part's data when has_part
+    char name_inline[S_NAME_INLINE];
 } s_slot_t;
 
-#define S_INLINE_SLOTS 4
+//  Most messages carry one or two tensors: their slots live inside the
+//  message, which keeps it small enough for malloc's fast per-thread caches
+//  (a 1.7 KB message cost ~20% of the broker's time in free).
+#define S_INLINE_SLOTS 2
 
 struct zi_msg {
     zi_cmd_t cmd;
@@ -138,16 +152,71 @@ struct zi_msg {
     uint8_t *stats_owned;
     zi_msg_req_t *reqs;
     size_t nreqs;
-    zframe_t *header;       //  received header frame, kept for stats
-    //  Most messages carry one or two tensors: their slots live inside the
-    //  message, which keeps it small enough for malloc's fast per-thread
-    //  caches (a 1.7 KB message cost ~20% of the broker's time in free).
+    bool has_header;
+    zmq_msg_t header;       //  received header frame, kept for stats and
+                            //  for relays (zi_msg_header)
     s_slot_t *slots;        //  inline_slots, or heap for more tensors
     size_t cap_slots;
     s_slot_t inline_slots[S_INLINE_SLOTS];
     size_t ntensors;
     size_t copies;
 };
+
+//  Point a slot's inner pointers at itself again after it was moved by
+//  memcpy (a zmq_msg_t may hold small data inline, so even the data
+//  address can move).
+static void
+s_slot_fix (s_slot_t *slot, bool name_inline)
+{
+    if (name_inline) {
+        slot->name = slot->name_inline;
+    }
+    if (slot->has_part) {
+        slot->tensor = &slot->view;
+        slot->view.data = slot->view.nbytes ? zmq_msg_data (&slot->part) : NULL;
+    }
+}
+
+//  Move slot src to dst (dst is uninitialised memory).
+static void
+s_slot_move (s_slot_t *dst, s_slot_t *src)
+{
+    bool name_inline = src->name == src->name_inline;
+    memcpy (dst, src, sizeof *dst);
+    s_slot_fix (dst, name_inline);
+}
+
+//  Set a slot's name (copied). 0 or ZI_ERR_NOMEM.
+static int
+s_slot_name (s_slot_t *slot, const char *name, size_t len)
+{
+    if (len < S_NAME_INLINE) {
+        slot->name = slot->name_inline;
+    }
+    else if (!(slot->name = (char *) malloc (len + 1))) {
+        return ZI_ERR_NOMEM;
+    }
+    memcpy (slot->name, name, len);
+    slot->name[len] = 0;
+    return ZI_OK;
+}
+
+static void
+s_slot_clear (s_slot_t *slot)
+{
+    if (slot->name != slot->name_inline) {
+        free (slot->name);
+    }
+    slot->name = NULL;
+    if (slot->has_part) {
+        zmq_msg_close (&slot->part);
+        slot->has_part = false;
+    }
+    else {
+        zi_tensor_destroy (&slot->tensor);
+    }
+    slot->tensor = NULL;
+}
 
 static zi_msg_t *
 s_msg_alloc (void)
@@ -169,16 +238,20 @@ s_reserve (zi_msg_t *self, size_t n)
         return ZI_OK;
     }
     assert (n <= ZI_MSG_MAX_TENSORS);
-    s_slot_t *slots = (s_slot_t *) malloc (ZI_MSG_MAX_TENSORS * sizeof *slots);
+    size_t cap = self->cap_slots * 2 > n ? self->cap_slots * 2 : n;
+    cap = cap > ZI_MSG_MAX_TENSORS ? ZI_MSG_MAX_TENSORS : cap;
+    s_slot_t *slots = (s_slot_t *) malloc (cap * sizeof *slots);
     if (!slots) {
         return ZI_ERR_NOMEM;
     }
-    memcpy (slots, self->slots, self->ntensors * sizeof *slots);
+    for (size_t i = 0; i < self->ntensors; i++) {
+        s_slot_move (&slots[i], &self->slots[i]);
+    }
     if (self->slots != self->inline_slots) {
         free (self->slots);
     }
     self->slots = slots;
-    self->cap_slots = ZI_MSG_MAX_TENSORS;
+    self->cap_slots = cap;
     return ZI_OK;
 }
 
@@ -208,9 +281,7 @@ zi_msg_destroy (zi_msg_t **self_p)
     }
     zi_msg_t *self = *self_p;
     for (size_t i = 0; i < self->ntensors; i++) {
-        free (self->slots[i].name);
-        zi_tensor_destroy (&self->slots[i].tensor);
-        zframe_destroy (&self->slots[i].frame);
+        s_slot_clear (&self->slots[i]);
     }
     if (self->slots != self->inline_slots) {
         free (self->slots);
@@ -221,7 +292,9 @@ zi_msg_destroy (zi_msg_t **self_p)
     free (self->plan);
     free (self->stats_owned);
     free (self->reqs);
-    zframe_destroy (&self->header);
+    if (self->has_header) {
+        zmq_msg_close (&self->header);
+    }
     free (self);
     *self_p = NULL;
 }
@@ -1587,28 +1660,24 @@ zi_msg_decode_header (const void *data, size_t size, size_t *ntensors,
     return rc;
 }
 
-int
-zi_msg_decode (zmsg_t **zmsg_p, zi_msg_t **msg_p, char *err, size_t errlen)
+//  Decode a header part and tensor parts (the envelope already removed).
+//  Takes all nparts parts, whatever the outcome: the message keeps those it
+//  views, the rest are closed.
+static int
+s_decode_parts (zmq_msg_t *parts, size_t nparts, zi_msg_t **msg_p, char *err,
+                size_t errlen)
 {
-    assert (zmsg_p);
-    assert (msg_p);
     *msg_p = NULL;
-    zmsg_t *zmsg = *zmsg_p;
-    *zmsg_p = NULL;
-    if (!zmsg) {
-        return zi_fail (err, errlen, ZI_ERR_INVALID, "no message");
-    }
     int rc;
     zi_msg_t *msg = NULL;
-    size_t nframes = zmsg_size (zmsg);
-    if (nframes == 0) {
+    if (nparts == 0) {
         rc = zi_fail (err, errlen, ZI_ERR_MALFORMED,
                       "empty message: no header frame");
         goto done;
     }
-    if (nframes > ZI_MSG_MAX_FRAMES) {
+    if (nparts > ZI_MSG_MAX_FRAMES) {
         rc = zi_fail (err, errlen, ZI_ERR_LIMIT,
-                      "message has %zu frames, limit %d", nframes,
+                      "message has %zu frames, limit %d", nparts,
                       ZI_MSG_MAX_FRAMES);
         goto done;
     }
@@ -1617,30 +1686,34 @@ zi_msg_decode (zmsg_t **zmsg_p, zi_msg_t **msg_p, char *err, size_t errlen)
         rc = zi_fail (err, errlen, ZI_ERR_NOMEM, "out of memory");
         goto done;
     }
-    msg->header = zmsg_pop (zmsg);
+    //  Moved first: a small header's bytes live inside its zmq_msg_t, and
+    //  "stats" points into them.
+    zmq_msg_init (&msg->header);
+    zmq_msg_move (&msg->header, &parts[0]);
+    msg->has_header = true;
     s_desc_t descs[ZI_MSG_MAX_TENSORS];
     size_t ndesc = 0;
-    rc = s_decode_header (zframe_data (msg->header),
-                          zframe_size (msg->header), msg, descs, &ndesc, err,
+    rc = s_decode_header ((const uint8_t *) zmq_msg_data (&msg->header),
+                          zmq_msg_size (&msg->header), msg, descs, &ndesc, err,
                           errlen);
     if (rc) {
         goto done;
     }
     //  Rule 13: frames against descriptors, before building anything.
-    if (nframes - 1 != ndesc) {
+    if (nparts - 1 != ndesc) {
         rc = zi_fail (err, errlen, ZI_ERR_MALFORMED,
                       "header describes %zu tensors, message has %zu tensor "
-                      "frames", ndesc, nframes - 1);
+                      "frames", ndesc, nparts - 1);
         goto done;
     }
-    size_t i = 0;
-    for (zframe_t *f = zmsg_first (zmsg); f; f = zmsg_next (zmsg), i++) {
-        if (zframe_size (f) != descs[i].nbytes) {
+    for (size_t i = 0; i < ndesc; i++) {
+        size_t size = zmq_msg_size (&parts[1 + i]);
+        if (size != descs[i].nbytes) {
             char shape[160];
             rc = zi_fail (err, errlen, ZI_ERR_MALFORMED,
                           "tensor %zu '%.*s': frame has %zu bytes, %s%s needs "
                           "%zu", i, (int) descs[i].name_len,
-                          (const char *) descs[i].name, zframe_size (f),
+                          (const char *) descs[i].name, size,
                           zi_dtype_name (descs[i].dtype),
                           zi_shape_str (descs[i].rank, descs[i].shape, shape,
                                         sizeof shape),
@@ -1652,20 +1725,19 @@ zi_msg_decode (zmsg_t **zmsg_p, zi_msg_t **msg_p, char *err, size_t errlen)
         rc = zi_fail (err, errlen, ZI_ERR_NOMEM, "out of memory");
         goto done;
     }
-    for (i = 0; i < ndesc; i++) {
+    for (size_t i = 0; i < ndesc; i++) {
         s_desc_t *d = &descs[i];
         s_slot_t *slot = &msg->slots[i];
-        zframe_t *frame = zmsg_pop (zmsg);
-        slot->name = (char *) malloc (d->name_len + 1);
-        if (!slot->name) {
-            zframe_destroy (&frame);
+        memset (slot, 0, sizeof *slot);
+        if (s_slot_name (slot, (const char *) d->name, d->name_len)) {
             rc = zi_fail (err, errlen, ZI_ERR_NOMEM, "out of memory");
             goto done;
         }
-        memcpy (slot->name, d->name, d->name_len);
-        slot->name[d->name_len] = 0;
         msg->ntensors = i + 1;      //  so destroy frees this slot
-        void *data = zframe_data (frame);
+        zmq_msg_init (&slot->part);
+        zmq_msg_move (&slot->part, &parts[1 + i]);
+        slot->has_part = true;
+        void *data = zmq_msg_data (&slot->part);
         size_t esize = zi_dtype_size (d->dtype);
         if (d->nbytes > 0 && (uintptr_t) data % esize != 0) {
             //  Rule 14: kernels read elements in place; a misaligned frame
@@ -1675,16 +1747,18 @@ zi_msg_decode (zmsg_t **zmsg_p, zi_msg_t **msg_p, char *err, size_t errlen)
                 memcpy (slot->tensor->data, data, d->nbytes);
                 msg->copies++;
             }
-            zframe_destroy (&frame);
+            zmq_msg_close (&slot->part);
+            slot->has_part = false;
+            if (!slot->tensor) {
+                rc = zi_fail (err, errlen, ZI_ERR_NOMEM, "out of memory");
+                goto done;
+            }
         }
         else {
-            slot->tensor = zi_tensor_new_view (d->dtype, d->rank, d->shape,
-                                               data, d->nbytes);
-            slot->frame = frame;
-        }
-        if (!slot->tensor) {
-            rc = zi_fail (err, errlen, ZI_ERR_NOMEM, "out of memory");
-            goto done;
+            //  The descriptor's shape needs exactly the frame's bytes.
+            zi_tensor_init_view (&slot->view, d->dtype, d->rank, d->shape,
+                                 d->nbytes ? data : NULL, d->nbytes);
+            slot->tensor = &slot->view;
         }
     }
     //  Descriptor names pointed into the header; slots have copies now.
@@ -1693,8 +1767,77 @@ zi_msg_decode (zmsg_t **zmsg_p, zi_msg_t **msg_p, char *err, size_t errlen)
     rc = ZI_OK;
 done:
     zi_msg_destroy (&msg);
-    zmsg_destroy (&zmsg);
+    for (size_t i = 0; i < nparts; i++) {
+        zmq_msg_close (&parts[i]);  //  moved-out parts are empty: no-op
+    }
     return rc;
+}
+
+//  libzmq calls this when it no longer needs a CZMQ frame it was lent.
+static void
+s_free_frame (void *data, void *hint)
+{
+    zframe_t *frame = (zframe_t *) hint;
+    zframe_destroy (&frame);
+}
+
+int
+zi_msg_decode (zmsg_t **zmsg_p, zi_msg_t **msg_p, char *err, size_t errlen)
+{
+    assert (zmsg_p);
+    assert (msg_p);
+    *msg_p = NULL;
+    zmsg_t *zmsg = *zmsg_p;
+    *zmsg_p = NULL;
+    if (!zmsg) {
+        return zi_fail (err, errlen, ZI_ERR_INVALID, "no message");
+    }
+    size_t nframes = zmsg_size (zmsg);
+    if (nframes > ZI_MSG_MAX_FRAMES) {
+        zmsg_destroy (&zmsg);
+        return zi_fail (err, errlen, ZI_ERR_LIMIT,
+                        "message has %zu frames, limit %d", nframes,
+                        ZI_MSG_MAX_FRAMES);
+    }
+    //  Each CZMQ frame is lent to a zmq_msg_t (no copy) that destroys it
+    //  when the last reference goes.
+    zmq_msg_t parts[ZI_MSG_MAX_FRAMES];
+    size_t n = 0;
+    int rc = ZI_OK;
+    zframe_t *frame;
+    while ((frame = zmsg_pop (zmsg))) {
+        void *data = zframe_data (frame);
+        size_t size = zframe_size (frame);
+        if (rc == ZI_OK
+            && zmq_msg_init_data (&parts[n], data, size, s_free_frame,
+                                  frame) == 0) {
+            n++;
+        }
+        else {
+            rc = ZI_ERR_NOMEM;
+            zframe_destroy (&frame);
+        }
+    }
+    zmsg_destroy (&zmsg);
+    if (rc) {
+        for (size_t i = 0; i < n; i++) {
+            zmq_msg_close (&parts[i]);
+        }
+        return zi_fail (err, errlen, rc, "out of memory");
+    }
+    return s_decode_parts (parts, n, msg_p, err, errlen);
+}
+
+const uint8_t *
+zi_msg_header (const zi_msg_t *self, size_t *size)
+{
+    assert (size);
+    if (!self->has_header) {
+        *size = 0;
+        return NULL;
+    }
+    *size = zmq_msg_size ((zmq_msg_t *) &self->header);
+    return (const uint8_t *) zmq_msg_data ((zmq_msg_t *) &self->header);
 }
 
 //  ---------------------------------------------------------------------
@@ -1732,12 +1875,99 @@ zi_msg_add_tensor (zi_msg_t *self, const char *name, zi_tensor_t **tensor_p)
     if (self->ntensors >= ZI_MSG_MAX_TENSORS) {
         return ZI_ERR_LIMIT;
     }
-    char *copy = s_reserve (self, self->ntensors + 1) ? NULL : strdup (name);
-    if (!copy) {
+    if (s_reserve (self, self->ntensors + 1)) {
         return ZI_ERR_NOMEM;
     }
-    self->slots[self->ntensors++] = (s_slot_t){copy, t, NULL};
+    s_slot_t *slot = &self->slots[self->ntensors];
+    memset (slot, 0, sizeof *slot);
+    if (s_slot_name (slot, name, strlen (name))) {
+        return ZI_ERR_NOMEM;
+    }
+    slot->tensor = t;
+    self->ntensors++;
     *tensor_p = NULL;
+    return ZI_OK;
+}
+
+//  libzmq calls these when it no longer needs a zero-copy buffer, possibly
+//  from its I/O thread: each frees only what belongs to that one buffer.
+static void
+s_free_tensor (void *data, void *hint)
+{
+    zi_tensor_t *tensor = (zi_tensor_t *) hint;
+    zi_tensor_destroy (&tensor);
+}
+
+//  Make slot's bytes a reference-counted zmq_msg_t (has_part), so they can
+//  be shared: an owning tensor hands its buffer over without a copy; a view
+//  of the caller's memory is copied once (it may not outlive the call).
+static int
+s_slot_to_shared (s_slot_t *slot)
+{
+    if (slot->has_part) {
+        return ZI_OK;
+    }
+    zi_tensor_t *t = slot->tensor;
+    zmq_msg_t part;
+    if (t->owns_data && t->nbytes > 0) {
+        if (zmq_msg_init_data (&part, t->data, t->nbytes, s_free_tensor, t)) {
+            return ZI_ERR_NOMEM;
+        }
+    }
+    else {
+        if (zmq_msg_init_size (&part, t->nbytes)) {
+            return ZI_ERR_NOMEM;
+        }
+        if (t->nbytes) {
+            memcpy (zmq_msg_data (&part), t->data, t->nbytes);
+        }
+    }
+    int rc = zi_tensor_init_view (&slot->view, t->dtype, t->rank, t->ne,
+                                  NULL, t->nbytes);
+    assert (rc == 0);   //  the shape was valid in t
+    (void) rc;
+    if (!(t->owns_data && t->nbytes > 0)) {
+        zi_tensor_destroy (&t);     //  the part has its own bytes
+    }
+    slot->part = part;
+    slot->has_part = true;
+    s_slot_fix (slot, false);
+    return ZI_OK;
+}
+
+int
+zi_msg_add_tensor_ref (zi_msg_t *self, const char *name, zi_msg_t *src,
+                       size_t i)
+{
+    if (!src || src == self || i >= src->ntensors || !s_name_ok (name)
+        || !s_cmd_carries_tensors (self->cmd) || s_find (self, name) >= 0) {
+        return ZI_ERR_INVALID;
+    }
+    if (self->ntensors >= ZI_MSG_MAX_TENSORS) {
+        return ZI_ERR_LIMIT;
+    }
+    if (s_reserve (self, self->ntensors + 1)
+        || s_slot_to_shared (&src->slots[i])) {
+        return ZI_ERR_NOMEM;
+    }
+    const s_slot_t *from = &src->slots[i];
+    s_slot_t *slot = &self->slots[self->ntensors];
+    memset (slot, 0, sizeof *slot);
+    if (s_slot_name (slot, name, strlen (name))) {
+        return ZI_ERR_NOMEM;
+    }
+    zmq_msg_init (&slot->part);
+    //  libzmq shares the content and counts references (a small one held
+    //  inline is copied, a few dozen bytes).
+    if (zmq_msg_copy (&slot->part, (zmq_msg_t *) &from->part)) {
+        zmq_msg_close (&slot->part);
+        s_slot_clear (slot);
+        return ZI_ERR_NOMEM;
+    }
+    slot->view = from->view;
+    slot->has_part = true;
+    s_slot_fix (slot, false);
+    self->ntensors++;
     return ZI_OK;
 }
 
@@ -1790,8 +2020,9 @@ zi_msg_take_tensor (zi_msg_t *self, size_t i)
     }
     s_slot_t *slot = &self->slots[i];
     zi_tensor_t *out;
-    if (slot->tensor->owns_data) {
+    if (!slot->has_part && slot->tensor->owns_data) {
         out = slot->tensor;
+        slot->tensor = NULL;
     }
     else {
         //  A view dies with its frame (or its caller's memory): copy it.
@@ -1799,11 +2030,11 @@ zi_msg_take_tensor (zi_msg_t *self, size_t i)
         if (!out) {
             return NULL;
         }
-        zi_tensor_destroy (&slot->tensor);
     }
-    free (slot->name);
-    zframe_destroy (&slot->frame);
-    memmove (slot, slot + 1, (self->ntensors - i - 1) * sizeof *slot);
+    s_slot_clear (slot);
+    for (size_t k = i; k + 1 < self->ntensors; k++) {
+        s_slot_move (&self->slots[k], &self->slots[k + 1]);
+    }
     self->ntensors--;
     return out;
 }
@@ -1831,8 +2062,9 @@ zi_msg_move_tensors (zi_msg_t *self, zi_msg_t *src)
     if (s_reserve (self, self->ntensors + src->ntensors)) {
         return ZI_ERR_NOMEM;
     }
-    memcpy (&self->slots[self->ntensors], src->slots,
-            src->ntensors * sizeof src->slots[0]);
+    for (size_t i = 0; i < src->ntensors; i++) {
+        s_slot_move (&self->slots[self->ntensors + i], &src->slots[i]);
+    }
     self->ntensors += src->ntensors;
     src->ntensors = 0;
     return ZI_OK;
@@ -2018,13 +2250,6 @@ zi_msg_header_add_uint (const void *data, size_t size, const char *key, uint64_t
     return frame;
 }
 
-static bool
-s_slot_is_frame (const s_slot_t *slot)
-{
-    return slot->frame && slot->tensor->data == zframe_data (slot->frame)
-           && slot->tensor->nbytes == zframe_size (slot->frame);
-}
-
 int
 zi_msg_encode (zi_msg_t **self_p, zmsg_t **zmsg_p)
 {
@@ -2044,12 +2269,9 @@ zi_msg_encode (zi_msg_t **self_p, zmsg_t **zmsg_p)
     msgpack_sbuffer_destroy (&sbuf);
     bool ok = frames[0] != NULL;
     for (size_t i = 0; ok && i < self->ntensors; i++) {
-        const s_slot_t *slot = &self->slots[i];
-        if (!s_slot_is_frame (slot)) {
-            frames[1 + i] = zframe_new (slot->tensor->data,
-                                        slot->tensor->nbytes);
-            ok = frames[1 + i] != NULL;
-        }
+        const zi_tensor_t *t = self->slots[i].tensor;
+        frames[1 + i] = zframe_new (t->data, t->nbytes);
+        ok = frames[1 + i] != NULL;
     }
     zmsg_t *zmsg = ok ? zmsg_new () : NULL;
     if (!zmsg) {
@@ -2059,13 +2281,7 @@ zi_msg_encode (zi_msg_t **self_p, zmsg_t **zmsg_p)
         return ZI_ERR_NOMEM;
     }
     for (size_t i = 0; i <= self->ntensors; i++) {
-        zframe_t *frame = frames[i];
-        if (!frame) {
-            //  Received frames move over as they are: no copy.
-            frame = self->slots[i - 1].frame;
-            self->slots[i - 1].frame = NULL;
-        }
-        zmsg_append (zmsg, &frame);
+        zmsg_append (zmsg, &frames[i]);
     }
     zi_msg_destroy (self_p);
     *zmsg_p = zmsg;
@@ -2074,28 +2290,6 @@ zi_msg_encode (zi_msg_t **self_p, zmsg_t **zmsg_p)
 
 //  ---------------------------------------------------------------------
 //  Sockets
-
-static void
-s_free_buffer (void *data, void *hint)
-{
-    free (data);
-}
-
-//  libzmq calls these when it no longer needs a zero-copy frame, possibly
-//  from its I/O thread: each frees only what belongs to that one frame.
-static void
-s_free_tensor (void *data, void *hint)
-{
-    zi_tensor_t *tensor = (zi_tensor_t *) hint;
-    zi_tensor_destroy (&tensor);
-}
-
-static void
-s_free_frame (void *data, void *hint)
-{
-    zframe_t *frame = (zframe_t *) hint;
-    zframe_destroy (&frame);
-}
 
 //  Send one part. Once a message has started, EINTR is retried: a message
 //  left half-sent would prefix its rest to the next one.
@@ -2116,17 +2310,16 @@ s_send_part (void *handle, zmq_msg_t *part, bool more, bool started)
 static int
 s_slot_to_part (s_slot_t *slot, zmq_msg_t *part)
 {
+    if (slot->has_part) {
+        //  Received or shared bytes: the reference moves (the message is
+        //  being consumed); other holders keep theirs.
+        zmq_msg_init (part);
+        zmq_msg_move (part, &slot->part);
+        return ZI_OK;
+    }
     zi_tensor_t *t = slot->tensor;
     if (t->nbytes == 0) {
         zmq_msg_init (part);
-        return ZI_OK;
-    }
-    if (s_slot_is_frame (slot)) {
-        if (zmq_msg_init_data (part, t->data, t->nbytes, s_free_frame,
-                               slot->frame)) {
-            return ZI_ERR_NOMEM;
-        }
-        slot->frame = NULL;
         return ZI_OK;
     }
     if (t->owns_data) {
@@ -2147,8 +2340,47 @@ s_slot_to_part (s_slot_t *slot, zmq_msg_t *part)
 
 #define S_MAX_PARTS (2 + ZI_MSG_MAX_FRAMES)
 
+//  Headers up to this size are built on the stack and copied into the
+//  part (libzmq keeps up to 33 bytes inline; larger ones cost one
+//  allocation, instead of the sbuffer's plus libzmq's).
+#define S_HEADER_STACK 512
+
+typedef struct {
+    char *data;
+    size_t size, alloc;
+    char stack[S_HEADER_STACK];
+} s_hbuf_t;
+
 static int
-s_send (zi_msg_t **self_p, zsock_t *sock, zmsg_t *envelope)
+s_hbuf_write (void *data, const char *buf, size_t len)
+{
+    s_hbuf_t *h = (s_hbuf_t *) data;
+    if (h->size + len > h->alloc) {
+        size_t alloc = h->alloc * 2;
+        while (alloc < h->size + len) {
+            alloc *= 2;
+        }
+        char *grown = (char *) malloc (alloc);
+        if (!grown) {
+            return -1;
+        }
+        memcpy (grown, h->data, h->size);
+        if (h->data != h->stack) {
+            free (h->data);
+        }
+        h->data = grown;
+        h->alloc = alloc;
+    }
+    memcpy (h->data + h->size, buf, len);
+    h->size += len;
+    return 0;
+}
+
+//  Encode and send; header/hsize, when not NULL, are header bytes the
+//  caller vouches for, sent instead of encoding the fields.
+static int
+s_send (zi_msg_t **self_p, zsock_t *sock, zmsg_t *envelope,
+        const void *header, size_t hsize)
 {
     assert (self_p);
     assert (sock);
@@ -2164,9 +2396,25 @@ s_send (zi_msg_t **self_p, zsock_t *sock, zmsg_t *envelope)
     //  can never leave half a message queued in the socket.
     zmq_msg_t parts[S_MAX_PARTS];
     size_t nparts = 0;
-    msgpack_sbuffer sbuf;
-    msgpack_sbuffer_init (&sbuf);
-    int rc = s_encode_header (self, &sbuf);
+    s_hbuf_t hbuf;
+    hbuf.data = hbuf.stack;
+    hbuf.size = 0;
+    hbuf.alloc = sizeof hbuf.stack;
+    int rc = ZI_OK;
+    if (!header) {
+        msgpack_sbuffer sbuf;
+        msgpack_sbuffer_init (&sbuf);
+        rc = s_encode_header (self, &sbuf);
+        if (!rc && s_hbuf_write (&hbuf, sbuf.data, sbuf.size)) {
+            rc = ZI_ERR_NOMEM;
+        }
+        msgpack_sbuffer_destroy (&sbuf);
+        header = hbuf.data;
+        hsize = hbuf.size;
+    }
+    else if (hsize == 0 || hsize > ZI_MSG_MAX_HEADER) {
+        rc = ZI_ERR_INVALID;
+    }
     for (zframe_t *f = envelope ? zmsg_first (envelope) : NULL; f && !rc;
          f = zmsg_next (envelope)) {
         if (zmq_msg_init_size (&parts[nparts], zframe_size (f))) {
@@ -2177,16 +2425,15 @@ s_send (zi_msg_t **self_p, zsock_t *sock, zmsg_t *envelope)
                 zframe_size (f));
     }
     if (!rc) {
-        size_t hsize = sbuf.size;
-        char *hdata = msgpack_sbuffer_release (&sbuf);
-        if (zmq_msg_init_data (&parts[nparts], hdata, hsize, s_free_buffer,
-                               NULL)) {
-            free (hdata);
+        if (zmq_msg_init_size (&parts[nparts], hsize)) {
             rc = ZI_ERR_NOMEM;
         }
         else {
-            nparts++;
+            memcpy (zmq_msg_data (&parts[nparts++]), header, hsize);
         }
+    }
+    if (hbuf.data != hbuf.stack) {
+        free (hbuf.data);
     }
     for (size_t i = 0; !rc && i < self->ntensors; i++) {
         rc = s_slot_to_part (&self->slots[i], &parts[nparts]);
@@ -2195,7 +2442,7 @@ s_send (zi_msg_t **self_p, zsock_t *sock, zmsg_t *envelope)
         }
     }
     size_t sent = 0;
-    for (; sent < nparts; sent++) {
+    for (; !rc && sent < nparts; sent++) {
         rc = s_send_part (zsock_resolve (sock), &parts[sent],
                           sent + 1 < nparts, sent > 0);
         if (rc) {
@@ -2206,7 +2453,6 @@ s_send (zi_msg_t **self_p, zsock_t *sock, zmsg_t *envelope)
     for (size_t i = sent; i < nparts; i++) {
         zmq_msg_close (&parts[i]);
     }
-    msgpack_sbuffer_destroy (&sbuf);
     zi_msg_destroy (self_p);
     return rc;
 }
@@ -2214,7 +2460,7 @@ s_send (zi_msg_t **self_p, zsock_t *sock, zmsg_t *envelope)
 int
 zi_msg_send (zi_msg_t **self_p, zsock_t *sock)
 {
-    return s_send (self_p, sock, NULL);
+    return s_send (self_p, sock, NULL, NULL, 0);
 }
 
 int
@@ -2224,23 +2470,41 @@ zi_msg_send_to (zi_msg_t **self_p, zsock_t *sock, zmsg_t *envelope)
         zi_msg_destroy (self_p);
         return ZI_ERR_INVALID;
     }
-    return s_send (self_p, sock, envelope);
+    return s_send (self_p, sock, envelope, NULL, 0);
 }
 
-//  Receive one frame; inside a message, retry EINTR so we never leave the
-//  rest of a message to be read as the next one.
-static zframe_t *
-s_recv_part (zsock_t *sock, bool started)
+int
+zi_msg_send_header (zi_msg_t **self_p, zsock_t *sock, const void *header,
+                    size_t size)
 {
+    if (!header) {
+        zi_msg_destroy (self_p);
+        return ZI_ERR_INVALID;
+    }
+    return s_send (self_p, sock, NULL, header, size);
+}
+
+//  Receive one part into `part` (initialised here). Inside a message,
+//  retry EINTR so we never leave the rest of a message to be read as the
+//  next one. 0, or -1 with errno.
+static int
+s_recv_part (void *handle, zmq_msg_t *part, bool started)
+{
+    zmq_msg_init (part);
     for (int tries = 0; tries < 100; tries++) {
-        zframe_t *frame = zframe_recv (sock);
-        if (frame || !started || errno != EINTR) {
-            return frame;
+        if (zmq_msg_recv (part, handle, 0) >= 0) {
+            return 0;
+        }
+        if (!started || errno != EINTR) {
+            break;
         }
     }
-    return NULL;
+    zmq_msg_close (part);
+    return -1;
 }
 
+//  Parts go straight into zmq_msg_t structs on the stack and from there
+//  into the message's slots: no CZMQ frame or list per part.
 static int
 s_recv (zsock_t *sock, bool router, zmsg_t **envelope_p, zi_msg_t **msg_p,
         char *err, size_t errlen)
@@ -2248,44 +2512,52 @@ s_recv (zsock_t *sock, bool router, zmsg_t **envelope_p, zi_msg_t **msg_p,
     assert (sock);
     assert (msg_p);
     *msg_p = NULL;
-    zmsg_t *body = zmsg_new ();
+    void *handle = zsock_resolve (sock);
+    zmq_msg_t parts[ZI_MSG_MAX_FRAMES];
+    size_t nkept = 0;
     zmsg_t *envelope = NULL;
+    bool have_routing = false;
     size_t nframes = 0;         //  frames after the envelope
     bool delimiter_ok = true;   //  one empty frame may precede the header
     bool more = true;
+    bool started = false;
     int rc = ZI_OK;
     while (more) {
-        zframe_t *frame = s_recv_part (sock, envelope || nframes > 0
-                                                 || !delimiter_ok);
-        if (!frame) {
+        zmq_msg_t part;
+        if (s_recv_part (handle, &part, started)) {
             rc = zi_fail (err, errlen, ZI_ERR_IO, "receive failed: %s",
                           zmq_strerror (errno));
             break;
         }
-        more = zframe_more (frame);
-        if (router && !envelope) {
+        started = true;
+        more = zmq_msg_more (&part);
+        if (router && !have_routing) {
+            have_routing = true;
             envelope = zmsg_new ();
-            zmsg_append (envelope, &frame);
+            if (envelope) {
+                zmsg_addmem (envelope, zmq_msg_data (&part),
+                             zmq_msg_size (&part));
+            }
+            zmq_msg_close (&part);
             continue;
         }
-        if (delimiter_ok && zframe_size (frame) == 0 && more) {
+        if (delimiter_ok && zmq_msg_size (&part) == 0 && more) {
             //  The empty delimiter a REQ peer puts before the header. A
             //  header is never empty, so it cannot be mistaken for one.
             delimiter_ok = false;
             if (envelope) {
-                zmsg_append (envelope, &frame);
+                zmsg_addmem (envelope, NULL, 0);
             }
-            else {
-                zframe_destroy (&frame);
-            }
+            zmq_msg_close (&part);
             continue;
         }
         delimiter_ok = false;
-        if (nframes < ZI_MSG_MAX_FRAMES) {
-            zmsg_append (body, &frame);
+        if (nkept < ZI_MSG_MAX_FRAMES) {
+            zmq_msg_init (&parts[nkept]);
+            zmq_msg_move (&parts[nkept++], &part);
         }
         else {
-            zframe_destroy (&frame);    //  drain the rest, keep nothing
+            zmq_msg_close (&part);  //  drain the rest, keep nothing
         }
         nframes++;
     }
@@ -2295,16 +2567,21 @@ s_recv (zsock_t *sock, bool router, zmsg_t **envelope_p, zi_msg_t **msg_p,
     else {
         zmsg_destroy (&envelope);
     }
+    if (rc == ZI_OK && have_routing && !envelope) {
+        rc = zi_fail (err, errlen, ZI_ERR_NOMEM, "out of memory");
+    }
     if (rc == ZI_OK && nframes > ZI_MSG_MAX_FRAMES) {
         rc = zi_fail (err, errlen, ZI_ERR_LIMIT,
                       "message has %zu frames, limit %d", nframes,
                       ZI_MSG_MAX_FRAMES);
     }
     if (rc) {
-        zmsg_destroy (&body);
+        for (size_t i = 0; i < nkept; i++) {
+            zmq_msg_close (&parts[i]);
+        }
         return rc;
     }
-    return zi_msg_decode (&body, msg_p, err, errlen);
+    return s_decode_parts (parts, nkept, msg_p, err, errlen);
 }
 
 int

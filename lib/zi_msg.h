@@ -47,6 +47,13 @@
     an aligned buffer, and zi_msg_copies() counts those copies.
     Sending hands owning tensors' buffers to libzmq without copying them
     (zmq_msg_init_data); the buffer is freed when libzmq is done with it.
+
+    Shared bytes: a received tensor's bytes are a reference-counted libzmq
+    message. zi_msg_add_tensor_ref puts the same bytes in another message
+    (zmq_msg_copy: a counter, no copy), so a relay can send a tensor and
+    keep it to send again (the broker re-dispatches a dead worker's task
+    and answers a retry this way). Bytes may then be read by several
+    holders at once: treat received tensor data as read-only.
 */
 #ifndef ZI_MSG_H_INCLUDED
 #define ZI_MSG_H_INCLUDED
@@ -251,6 +258,16 @@ const zi_tensor_t *zi_msg_tensor_find (const zi_msg_t *self,
 //  memory is exhausted (then the message is unchanged).
 zi_tensor_t *zi_msg_take_tensor (zi_msg_t *self, size_t i);
 
+//  Append tensor i of src under `name`, sharing its bytes with src by
+//  reference (no copy): each message keeps them alive, and they are freed
+//  with the last holder (sent messages included). A tensor src owns is
+//  turned into shared bytes first (no copy); a view of the caller's memory
+//  is copied once. src's tensor stays readable. Returns 0, ZI_ERR_INVALID
+//  (bad index or name, name taken, no tensors in this command),
+//  ZI_ERR_LIMIT or ZI_ERR_NOMEM.
+int zi_msg_add_tensor_ref (zi_msg_t *self, const char *name, zi_msg_t *src,
+                           size_t i);
+
 //  Move every tensor of src to the end of self, with the frames they view
 //  (no copy): a relay forwards received tensors this way. Returns 0, or
 //  ZI_ERR_INVALID / ZI_ERR_LIMIT / ZI_ERR_NOMEM with both messages unchanged.
@@ -265,9 +282,9 @@ size_t zi_msg_copies (const zi_msg_t *self);
 
 //  Encode into a new zmsg (header frame + one frame per tensor), consuming
 //  the message: on success *self_p is NULL and *zmsg_p holds the result;
-//  on failure the caller still owns *self_p. Tensors still viewing a
-//  received frame move into the zmsg as that frame; other tensor bytes are
-//  copied (stable CZMQ has no zframe_frommem; zi_msg_send avoids copies).
+//  on failure the caller still owns *self_p. Tensor bytes are copied
+//  (stable CZMQ has no zframe_frommem): for tests and tools; zi_msg_send
+//  never copies.
 //  Returns 0, ZI_ERR_LIMIT (header over ZI_MSG_MAX_HEADER) or ZI_ERR_NOMEM.
 int zi_msg_encode (zi_msg_t **self_p, zmsg_t **zmsg_p);
 
@@ -284,6 +301,11 @@ int zi_msg_decode (zmsg_t **zmsg_p, zi_msg_t **msg_p, char *err,
 //  it. Returns 0 or an error as zi_msg_decode does.
 int zi_msg_decode_header (const void *data, size_t size, size_t *ntensors,
                           char *err, size_t errlen);
+
+//  The header frame a message was decoded from (its exact bytes, unknown
+//  keys included), or NULL with *size 0 for a message built locally. Lives
+//  as long as the message.
+const uint8_t *zi_msg_header (const zi_msg_t *self, size_t *size);
 
 //  A new header frame: the encoded header `data` (one msgpack map, as
 //  zi_msg_decode_header accepts) with one more entry, `key` = the unsigned
@@ -308,6 +330,14 @@ int zi_msg_send (zi_msg_t **self_p, zsock_t *sock);
 //  (routing id, and the empty delimiter of a REQ peer). The envelope is
 //  borrowed.
 int zi_msg_send_to (zi_msg_t **self_p, zsock_t *sock, zmsg_t *envelope);
+
+//  As zi_msg_send, but the header frame is `header` (size bytes, copied)
+//  instead of the encoded fields: a relay forwards the header it received
+//  (zi_msg_header, perhaps with zi_msg_header_add_uint) with the message's
+//  tensors. The caller vouches that header describes those tensors (it was
+//  decoded, or built from a decoded one). Always consumes *self_p.
+int zi_msg_send_header (zi_msg_t **self_p, zsock_t *sock, const void *header,
+                        size_t size);
 
 //  Receive and decode one message on any socket but a ROUTER; a leading
 //  empty delimiter frame is skipped. Blocks up to the socket's receive

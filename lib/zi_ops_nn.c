@@ -1,15 +1,19 @@
 /*  zi_ops_nn.c - the nn family's op table, MatMul, Gemm, fused GEMM entry
     points, activations and the helpers the family's other files share.
 
-    MatMul and Gemm run on OpenBLAS: sgemm in general, sgemv when one side is
-    a vector (M == 1 or N == 1), because sgemm's packing costs more than the
-    whole product then. MatMul folds A's batch dims into M when B has none,
-    so "activations (B,S,K) @ weight (K,N)" is ONE sgemm, not B*S/M of them.
+    MatMul and Gemm run on zi_gemm (packed B, an AVX-512 kernel with the
+    bias and activation in its store, split over the executor's pool; or
+    OpenBLAS where AVX-512 is missing). MatMul folds A's batch dims into M
+    when B has none, so "activations (B,S,K) @ weight (K,N)" is ONE product,
+    not B*S/M of them. zi_nn_sgemm, the single-threaded OpenBLAS call, is
+    what Conv and the portable GEMM path use.
 
     Conv / ConvTranspose live in zi_ops_nn_conv.c, pools and LRN in
     zi_ops_nn_pool.c, normalisations / softmax / PRelu in zi_ops_nn_norm.c.
 */
 #include "zi_ops_nn.h"
+
+#include "zi_gemm.h"
 
 #include <cblas.h>
 #include <float.h>
@@ -563,30 +567,16 @@ zi_nn_sgemm (float *Y, int64_t ldc, bool ta, bool tb, int64_t M, int64_t N,
     }
 }
 
-//  Tight row-major layouts: op(A) (M,K) from A (M,K) or A (K,M), op(B)
-//  (K,N) from B (K,N) or B (N,K), Y (M,N).
-static void
-s_sgemm (float *Y, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
-         float alpha, const float *A, const float *B, float beta)
-{
-    zi_nn_sgemm (Y, N, ta, tb, M, N, K, alpha, A, ta ? M : K, B, tb ? K : N,
-                 beta);
-}
-
 int
 zi_nn_gemm_bias_act (float *Y, const float *A, const float *B, bool trans_b,
                      const float *bias, int64_t M, int64_t N, int64_t K,
                      zi_nn_act_t act)
 {
-    if (M < 0 || N < 0 || K < 0) {
-        return ZI_ERR_INVALID;
-    }
-    if (!s_blas_ok (M) || !s_blas_ok (N) || !s_blas_ok (K)) {
-        return ZI_ERR_LIMIT;
-    }
-    s_sgemm (Y, false, trans_b, M, N, K, 1.0f, A, B, 0.0f);
-    s_cols_bias_act (Y, M, N, bias, act);
-    return ZI_OK;
+    zi_gemm_t g = {.M = M, .N = N, .K = K, .A = A, .lda = K, .B = B,
+                   .ldb = trans_b ? K : N, .tb = trans_b, .Y = Y, .ldy = N,
+                   .alpha = 1.0f, .C = bias, .c_rs = 0, .c_cs = 1,
+                   .beta = 1.0f, .act = act};
+    return zi_gemm_run (&g, NULL, NULL);
 }
 
 //  MatMul ----------------------------------------------------------------------
@@ -718,6 +708,13 @@ int
 zi_nn_matmul_bias_act (zi_kctx_t *ctx, const zi_tensor_t *bias,
                        zi_nn_act_t act)
 {
+    return zi_nn_matmul_bias_act_cached (ctx, bias, act, NULL);
+}
+
+int
+zi_nn_matmul_bias_act_cached (zi_kctx_t *ctx, const zi_tensor_t *bias,
+                              zi_nn_act_t act, zi_gemm_pack_t **cache)
+{
     const zi_tensor_t *a = ctx->in[0], *b = ctx->in[1];
     zi_tensor_t *y = ctx->out[0];
     s_mm_t mm = {0};
@@ -743,22 +740,43 @@ zi_nn_matmul_bias_act (zi_kctx_t *ctx, const zi_tensor_t *bias,
     if (mm.nbatch == 0 || mn == 0) {
         return ZI_OK;
     }
+    //  The bias goes into the GEMM's store when it runs along N (or is one
+    //  value); a 1-D B makes the output's last dim M, and then the bias is
+    //  added in a pass of its own, as Add would.
+    zi_gemm_t g = {.M = mm.M, .N = mm.N, .K = mm.K, .A = A, .lda = mm.K,
+                   .B = B, .ldb = mm.N, .Y = Y, .ldy = mm.N, .alpha = 1.0f,
+                   .beta = 1.0f, .act = act};
+    bool post = false;
+    if (bv && L == mm.N) {
+        g.C = bv;
+        g.c_cs = 1;
+    }
+    else if (bias && !bv) {
+        g.C = bconst;
+    }
+    else if (bv) {
+        g.act.kind = ZI_NN_ACT_NONE;
+        post = true;
+    }
     if (mm.fold) {
-        //  A (nbatch*M, K) @ B (K, N) -> Y (nbatch*M, N): one BLAS call.
-        int64_t rows = mm.nbatch * mm.M;
-        if (!s_blas_ok (rows)) {
+        //  A (nbatch*M, K) @ B (K, N) -> Y (nbatch*M, N): one product.
+        g.M = mm.nbatch * mm.M;
+        if (!s_blas_ok (g.M)) {
             return zi_op_fail (ctx, ZI_ERR_LIMIT, "rows exceed INT_MAX");
         }
-        s_sgemm (Y, false, false, rows, mm.N, mm.K, 1.0f, A, B, 0.0f);
+        rc = zi_gemm_run (&g, cache, ctx->pool);
     }
-    int64_t idx[ZI_MAX_RANK] = {0};
-    int64_t aoff = 0, boff = 0;
-    for (int64_t t = 0; t < mm.nbatch; t++) {
-        float *yb = Y + t * mn;
-        if (!mm.fold) {
-            //  Y_t (M,N) = A_t (M,K) @ B_t (K,N)
-            s_sgemm (yb, false, false, mm.M, mm.N, mm.K, 1.0f,
-                     A + aoff * mm.M * mm.K, B + boff * mm.K * mm.N, 0.0f);
+    else {
+        //  Y_t (M,N) = A_t (M,K) @ B_t (K,N), over the broadcast batch.
+        int64_t *off = (int64_t *) malloc ((size_t) mm.nbatch * 2 * sizeof *off);
+        if (!off) {
+            return zi_op_fail (ctx, ZI_ERR_NOMEM, "out of memory");
+        }
+        int64_t idx[ZI_MAX_RANK] = {0};
+        int64_t aoff = 0, boff = 0;
+        for (int64_t t = 0; t < mm.nbatch; t++) {
+            off[t] = aoff * mm.M * mm.K;
+            off[mm.nbatch + t] = boff * mm.K * mm.N;
             //  odometer over the broadcast batch dims
             for (int i = mm.br - 1; i >= 0; i--) {
                 aoff += mm.astr[i];
@@ -771,15 +789,15 @@ zi_nn_matmul_bias_act (zi_kctx_t *ctx, const zi_tensor_t *bias,
                 idx[i] = 0;
             }
         }
-        //  Bias + act while this block is still in cache.
-        if (bv) {
-            s_cols_bias_act (yb, mn / L, L, bv, act);
-        }
-        else if (bias) {
-            s_act_row_const (yb, mn, bconst[0], act);
-        }
-        else if (act.kind != ZI_NN_ACT_NONE) {
-            s_act_row_const (yb, mn, 0.0f, act);
+        rc = zi_gemm_run_batch (&g, mm.nbatch, off, off + mm.nbatch, mn, ctx->pool);
+        free (off);
+    }
+    if (rc) {
+        return zi_op_fail (ctx, rc, "GEMM failed (%s)", zi_strerror (rc));
+    }
+    if (post) {
+        for (int64_t t = 0; t < mm.nbatch; t++) {
+            s_cols_bias_act (Y + t * mn, mn / L, L, bv, act);
         }
     }
     return ZI_OK;
@@ -882,62 +900,36 @@ s_gemm_infer (zi_kctx_t *ctx)
 int
 zi_nn_gemm_act (zi_kctx_t *ctx, zi_nn_act_t act)
 {
+    return zi_nn_gemm_act_cached (ctx, act, NULL);
+}
+
+int
+zi_nn_gemm_act_cached (zi_kctx_t *ctx, zi_nn_act_t act, zi_gemm_pack_t **cache)
+{
     s_gemm_t g = {0};
     int rc = s_gemm_geom (ctx, &g);
     if (rc) {
         return rc;
     }
     const zi_tensor_t *c = ctx->n_in > 2 ? ctx->in[2] : NULL;
-    const float *A = (const float *) ctx->in[0]->data;
-    const float *B = (const float *) ctx->in[1]->data;
-    const float *C = c ? (const float *) c->data : NULL;
-    float *Y = (float *) ctx->out[0]->data;
-    float alpha = zi_node_attr_float (ctx->node, "alpha", 1.0f);
     float beta = zi_node_attr_float (ctx->node, "beta", 1.0f);
-    int64_t M = g.M, N = g.N;
-    if (M == 0 || N == 0) {
-        return ZI_OK;
+    zi_gemm_t p = {.M = g.M, .N = g.N, .K = g.K,
+                   .A = (const float *) ctx->in[0]->data,
+                   .lda = g.ta ? g.M : g.K, .ta = g.ta,
+                   .B = (const float *) ctx->in[1]->data,
+                   .ldb = g.tb ? g.K : g.N, .tb = g.tb,
+                   .Y = (float *) ctx->out[0]->data, .ldy = g.N,
+                   .alpha = zi_node_attr_float (ctx->node, "alpha", 1.0f),
+                   .beta = beta, .act = act};
+    //  beta == 0 drops C altogether (as BLAS does), NaNs in it included.
+    if (c && beta != 0.0f) {
+        //  C (c0, c1) broadcast to (M, N): strides 0 along its 1-dims.
+        p.C = (const float *) c->data;
+        p.c_rs = g.c0 == 1 ? 0 : g.c1;
+        p.c_cs = g.c1 == 1 ? 0 : 1;
     }
-    if (!C || beta == 0.0f) {
-        s_sgemm (Y, g.ta, g.tb, M, N, g.K, alpha, A, B, 0.0f);
-        s_cols_bias_act (Y, M, N, NULL, act);
-        return ZI_OK;
-    }
-    if (g.c0 == M && g.c1 == N && M > 1 && N > 1) {
-        //  Full C: let BLAS accumulate onto it.
-        memcpy (Y, C, (size_t) (M * N) * sizeof *Y);
-        s_sgemm (Y, g.ta, g.tb, M, N, g.K, alpha, A, B, beta);
-        s_cols_bias_act (Y, M, N, NULL, act);
-        return ZI_OK;
-    }
-    //  C is a row, a column or a scalar (or a degenerate full one): add
-    //  beta*C as a bias in the activation pass.
-    s_sgemm (Y, g.ta, g.tb, M, N, g.K, alpha, A, B, 0.0f);
-    if (g.c0 == M && g.c1 == N) {
-        //  M == 1 or N == 1: C is a vector along the matrix's only row/col
-        for (int64_t i = 0; i < M * N; i++) {
-            Y[i] += beta * C[i];
-        }
-        s_cols_bias_act (Y, M, N, NULL, act);
-        return ZI_OK;
-    }
-    if (g.c1 == N && N > 1) {
-        float *bb = (float *) malloc ((size_t) N * sizeof *bb);
-        if (!bb) {
-            return zi_op_fail (ctx, ZI_ERR_NOMEM, "out of memory");
-        }
-        for (int64_t j = 0; j < N; j++) {
-            bb[j] = beta * C[j];
-        }
-        s_cols_bias_act (Y, M, N, bb, act);
-        free (bb);
-        return ZI_OK;
-    }
-    for (int64_t i = 0; i < M; i++) {
-        float bi = beta * C[g.c0 == 1 ? 0 : i];
-        s_act_row_const (Y + i * N, N, bi, act);
-    }
-    return ZI_OK;
+    rc = zi_gemm_run (&p, cache, ctx->pool);
+    return rc ? zi_op_fail (ctx, rc, "GEMM failed (%s)", zi_strerror (rc)) : ZI_OK;
 }
 
 static int

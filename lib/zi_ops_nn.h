@@ -22,8 +22,10 @@
         }
 
     All tensors here are float32, contiguous, in numpy order (outermost
-    dimension first). The kernels are single-threaded except inside OpenBLAS,
-    whose thread count the executor sets globally.
+    dimension first). MatMul and Gemm split their work over ctx->pool and
+    run on zi_gemm (zi_gemm.h); the *_cached forms let the executor keep a
+    constant B packed between runs. Conv splits over the pool itself and
+    calls zi_nn_sgemm, a single-threaded OpenBLAS call, inside its tasks.
 
     The second half of this header is internal to the nn family (the files
     lib/zi_ops_nn*.c share spatial-geometry helpers); other modules should
@@ -72,7 +74,7 @@ void zi_nn_act_apply (float *x, int64_t n, zi_nn_act_t act);
 //  Y (M,N) = act (A (M,K) @ B (K,N) + bias (N,))           trans_b false
 //  Y (M,N) = act (A (M,K) @ B (N,K)^T + bias (N,))         trans_b true
 //  bias may be NULL (no bias); it is added to every row. Y must not alias
-//  A, B or bias. Uses OpenBLAS sgemm (sgemv when M == 1 or N == 1). Any of
+//  A, B or bias. Runs zi_gemm_run on the calling thread alone. Any of
 //  M, N, K may be 0 (K == 0 gives act (bias)). Returns 0, or ZI_ERR_LIMIT
 //  when a dimension exceeds what the BLAS interface takes (INT_MAX), or
 //  ZI_ERR_INVALID for negative sizes.
@@ -88,6 +90,16 @@ int zi_nn_conv_act (zi_kctx_t *ctx, zi_nn_act_t act);
 //  Same for a Gemm node: Y = act (alpha A' B' + beta C).
 int zi_nn_gemm_act (zi_kctx_t *ctx, zi_nn_act_t act);
 
+//  Packed form of a GEMM's B operand (zi_gemm.h).
+typedef struct zi_gemm_pack zi_gemm_pack_t;
+
+//  zi_nn_gemm_act with a pack cache for B (ctx->in[1]): pass a slot only
+//  when B's data never changes while the slot holds a pack (an initializer
+//  or a folded constant); see zi_gemm_run. cache NULL = pack per call. The
+//  result is bit-identical either way.
+int zi_nn_gemm_act_cached (zi_kctx_t *ctx, zi_nn_act_t act,
+                           zi_gemm_pack_t **cache);
+
 //  Run a MatMul node and add `bias` then apply act in one pass: Y = act
 //  (A @ B + bias). bias (NULL allowed) is the other operand of the folded
 //  Add and must broadcast along rows only: a float32 tensor with N elements
@@ -96,6 +108,11 @@ int zi_nn_gemm_act (zi_kctx_t *ctx, zi_nn_act_t act);
 //  checks that with zi_nn_matmul_bias_fusable before fusing).
 int zi_nn_matmul_bias_act (zi_kctx_t *ctx, const zi_tensor_t *bias,
                            zi_nn_act_t act);
+
+//  zi_nn_matmul_bias_act with a pack cache for B, as zi_nn_gemm_act_cached
+//  (used only when B has no batch dims; a batched B is packed per call).
+int zi_nn_matmul_bias_act_cached (zi_kctx_t *ctx, const zi_tensor_t *bias,
+                                  zi_nn_act_t act, zi_gemm_pack_t **cache);
 
 //  True when `bias` may be folded into a MatMul whose output has the given
 //  shape by zi_nn_matmul_bias_act (see its contract).

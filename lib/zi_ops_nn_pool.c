@@ -10,8 +10,15 @@
     MaxPool supports float32, float64, int8 and uint8 (the ONNX tests use
     uint8) and the optional Indices output (flat indices into X, row-major or
     column-major per storage_order). The other pools are float32 only.
+
+    MaxPool without Indices splits its planes over ctx->pool; float32 2x2 /
+    stride 2 without padding (the CNN case) has its own loop, AVX-512 when
+    zi_conv_avx512 () says so (same env switch as Conv), with exactly the
+    generic loop's results. The other pools and LRN run on the caller.
 */
 #include "zi_ops_nn.h"
+
+#include "zi_conv.h"
 
 #include <float.h>
 #include <math.h>
@@ -279,6 +286,140 @@ S_MAXPOOL_FNS (f64, double, -INFINITY)
 S_MAXPOOL_FNS (i8, int8_t, INT8_MIN)
 S_MAXPOOL_FNS (u8, uint8_t, 0)
 
+//  MaxPool 2x2 / stride 2 without padding (the CNN case) ---------------------
+
+//  Each output is the running max over its 4 taps in the generic order
+//  (kh, kw), y = e > y ? e : y from -inf, so both variants give exactly the
+//  generic loop's result, NaN inputs included (a NaN tap is skipped).
+static bool
+s_maxpool_is_2x2 (const zi_nn_geom_t *g)
+{
+    return g->in[0] == 1 && g->out[0] == 1 && g->k[0] == 1 && g->k[1] == 2
+           && g->k[2] == 2 && g->s[1] == 2 && g->s[2] == 2 && g->d[1] == 1
+           && g->d[2] == 1
+           && g->pb[1] == 0 && g->pb[2] == 0 && 2 * g->out[1] <= g->in[1]
+           && 2 * g->out[2] <= g->in[2];
+}
+
+//  x (planes, iH, iW) -> y (planes, oH, oW)
+static void
+s_maxpool_2x2 (float *y, const float *x, int64_t planes,
+               const zi_nn_geom_t *g)
+{
+    const int64_t iH = g->in[1], iW = g->in[2];
+    const int64_t oH = g->out[1], oW = g->out[2];
+    for (int64_t p = 0; p < planes; p++) {
+        for (int64_t oh = 0; oh < oH; oh++, y += oW) {
+            const float *r0 = x + (p * iH + 2 * oh) * iW, *r1 = r0 + iW;
+            for (int64_t o = 0; o < oW; o++) {
+                float v = -INFINITY, e;
+                e = r0[2 * o], v = e > v ? e : v;
+                e = r0[2 * o + 1], v = e > v ? e : v;
+                e = r1[2 * o], v = e > v ? e : v;
+                e = r1[2 * o + 1], v = e > v ? e : v;
+                y[o] = v;
+            }
+        }
+    }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+//  As s_maxpool_2x2, 16 outputs per step: the even and odd taps of 32
+//  inputs are split with one permute each.
+__attribute__ ((target ("avx512f"))) static void
+s_maxpool_2x2_avx512 (float *y, const float *x, int64_t planes,
+                      const zi_nn_geom_t *g)
+{
+    const int64_t iH = g->in[1], iW = g->in[2];
+    const int64_t oH = g->out[1], oW = g->out[2];
+    const __m512i even = _mm512_set_epi32 (30, 28, 26, 24, 22, 20, 18, 16, 14,
+                                           12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd = _mm512_set_epi32 (31, 29, 27, 25, 23, 21, 19, 17, 15,
+                                          13, 11, 9, 7, 5, 3, 1);
+    const __m512 lowest = _mm512_set1_ps (-INFINITY);
+    for (int64_t p = 0; p < planes; p++) {
+        for (int64_t oh = 0; oh < oH; oh++, y += oW) {
+            const float *r0 = x + (p * iH + 2 * oh) * iW, *r1 = r0 + iW;
+            for (int64_t o = 0; o < oW; o += 16) {
+                int64_t n = oW - o < 16 ? oW - o : 16;
+                //  2n inputs per row: lanes of the low and high halves.
+                __mmask16 ml = (__mmask16) (n >= 8 ? 0xFFFF
+                                                   : (1u << (2 * n)) - 1u);
+                __mmask16 mh = (__mmask16) (n <= 8 ? 0
+                                            : n >= 16 ? 0xFFFF
+                                                      : (1u << (2 * n - 16))
+                                                            - 1u);
+                __m512 a0 = _mm512_maskz_loadu_ps (ml, r0 + 2 * o);
+                __m512 b0 = _mm512_maskz_loadu_ps (mh, r0 + 2 * o + 16);
+                __m512 a1 = _mm512_maskz_loadu_ps (ml, r1 + 2 * o);
+                __m512 b1 = _mm512_maskz_loadu_ps (mh, r1 + 2 * o + 16);
+                __m512 v = lowest;
+                v = _mm512_max_ps (_mm512_permutex2var_ps (a0, even, b0), v);
+                v = _mm512_max_ps (_mm512_permutex2var_ps (a0, odd, b0), v);
+                v = _mm512_max_ps (_mm512_permutex2var_ps (a1, even, b1), v);
+                v = _mm512_max_ps (_mm512_permutex2var_ps (a1, odd, b1), v);
+                _mm512_mask_storeu_ps (y + o, (__mmask16) ((1u << n) - 1u), v);
+            }
+        }
+    }
+}
+#define S_HAVE_AVX512_POOL 1
+#else
+#define S_HAVE_AVX512_POOL 0
+#endif
+
+//  Plane ranges of a MaxPool over the pool's threads.
+typedef struct {
+    zi_dtype_t dtype;
+    void *y;
+    const void *x;
+    const zi_nn_geom_t *g;
+    const int64_t *kr;
+    bool fast;                  //  2x2 / stride 2 float32
+} s_maxpool_job_t;
+
+static void
+s_maxpool_task (void *arg, int64_t p0, int64_t p1, int thread)
+{
+    const s_maxpool_job_t *job = (const s_maxpool_job_t *) arg;
+    const zi_nn_geom_t *g = job->g;
+    const int64_t isz = g->in[0] * g->in[1] * g->in[2];
+    const int64_t osz = g->out[0] * g->out[1] * g->out[2];
+    int64_t np = p1 - p0;
+    switch (job->dtype) {
+        case ZI_DT_F64:
+            s_maxpool_f64 ((double *) job->y + p0 * osz,
+                           (const double *) job->x + p0 * isz, np, g, job->kr);
+            break;
+        case ZI_DT_I8:
+            s_maxpool_i8 ((int8_t *) job->y + p0 * osz,
+                          (const int8_t *) job->x + p0 * isz, np, g, job->kr);
+            break;
+        case ZI_DT_U8:
+            s_maxpool_u8 ((uint8_t *) job->y + p0 * osz,
+                          (const uint8_t *) job->x + p0 * isz, np, g, job->kr);
+            break;
+        default: {
+            float *y = (float *) job->y + p0 * osz;
+            const float *x = (const float *) job->x + p0 * isz;
+            if (!job->fast) {
+                s_maxpool_f32 (y, x, np, g, job->kr);
+            }
+#if S_HAVE_AVX512_POOL
+            else if (zi_conv_avx512 ()) {
+                s_maxpool_2x2_avx512 (y, x, np, g);
+            }
+#endif
+            else {
+                s_maxpool_2x2 (y, x, np, g);
+            }
+            break;
+        }
+    }
+}
+
 int
 zi_nn_maxpool_run (zi_kctx_t *ctx)
 {
@@ -304,43 +445,35 @@ zi_nn_maxpool_run (zi_kctx_t *ctx)
     if (!wr) {
         return zi_op_fail (ctx, ZI_ERR_NOMEM, "out of memory");
     }
+    if (!ind) {
+        s_maxpool_job_t job = {x->dtype, yt->data, x->data, &g, wr,
+                               x->dtype == ZI_DT_F32 && s_maxpool_is_2x2 (&g)};
+        //  Planes of at least ~16 K inputs per thread: below that the
+        //  hand-off costs more than it saves.
+        int64_t isz = g.in[0] * g.in[1] * g.in[2];
+        int64_t grain = isz > 0 ? 16384 / isz : 1;
+        zi_pool_for (ctx->pool, planes, grain > 1 ? grain : 1,
+                     s_maxpool_task, &job);
+        free (wr);
+        return ZI_OK;
+    }
     bool colmajor = zi_node_attr_int (ctx->node, "storage_order", 0) == 1;
     switch (x->dtype) {
         case ZI_DT_F64:
-            if (ind) {
-                s_maxpool_ind_f64 (yt->data, ind, x->data, planes, &g, wr,
-                                   colmajor);
-            }
-            else {
-                s_maxpool_f64 (yt->data, x->data, planes, &g, wr);
-            }
+            s_maxpool_ind_f64 (yt->data, ind, x->data, planes, &g, wr,
+                               colmajor);
             break;
         case ZI_DT_I8:
-            if (ind) {
-                s_maxpool_ind_i8 (yt->data, ind, x->data, planes, &g, wr,
-                                  colmajor);
-            }
-            else {
-                s_maxpool_i8 (yt->data, x->data, planes, &g, wr);
-            }
+            s_maxpool_ind_i8 (yt->data, ind, x->data, planes, &g, wr,
+                              colmajor);
             break;
         case ZI_DT_U8:
-            if (ind) {
-                s_maxpool_ind_u8 (yt->data, ind, x->data, planes, &g, wr,
-                                  colmajor);
-            }
-            else {
-                s_maxpool_u8 (yt->data, x->data, planes, &g, wr);
-            }
+            s_maxpool_ind_u8 (yt->data, ind, x->data, planes, &g, wr,
+                              colmajor);
             break;
         default:
-            if (ind) {
-                s_maxpool_ind_f32 (yt->data, ind, x->data, planes, &g, wr,
-                                   colmajor);
-            }
-            else {
-                s_maxpool_f32 (yt->data, x->data, planes, &g, wr);
-            }
+            s_maxpool_ind_f32 (yt->data, ind, x->data, planes, &g, wr,
+                               colmajor);
             break;
     }
     free (wr);

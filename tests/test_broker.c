@@ -224,6 +224,8 @@ typedef struct {
     int nheld;
     int disconnects;
     int errors;
+    uint8_t last_bytes[1024]; //  the first tensor of the last TASK
+    size_t last_nbytes;
 } s_worker_t;
 
 typedef struct {
@@ -422,6 +424,11 @@ s_serve_worker (s_pipe_t *p, s_worker_t *w)
             w->tasks++;
             w->prios[zi_msg_prio (msg)]++;
             w->last_attempt = zi_msg_attempt (msg);
+            if (zi_msg_tensor_count (msg)
+                && zi_msg_tensor (msg, 0)->nbytes <= sizeof w->last_bytes) {
+                w->last_nbytes = zi_msg_tensor (msg, 0)->nbytes;
+                memcpy (w->last_bytes, zi_msg_tensor (msg, 0)->data, w->last_nbytes);
+            }
             if ((w->silent || w->hold) && w->nheld < 64) {
                 w->held[w->nheld++] = msg;
                 msg = NULL;
@@ -1122,6 +1129,13 @@ Test (broker, dead_worker_tasks_redispatched)
     zi_msg_destroy (&reply);
     cr_assert_eq (b->tasks, 1);
     cr_assert_eq (b->last_attempt, 1, "the re-dispatch counts an attempt");
+    //  The broker sent the first dispatch without keeping a copy (it shares
+    //  the received bytes): the re-dispatch carries the identical bytes.
+    const zi_tensor_t *first = zi_msg_tensor (a->held[0], 0);
+    cr_assert_eq (b->last_nbytes, first->nbytes);
+    cr_assert (first->nbytes > 0);
+    cr_assert_eq (memcmp (b->last_bytes, first->data, first->nbytes), 0,
+                  "the re-dispatched task carries the same bytes");
     //  s0a wakes up and answers late: the broker does not know it any more.
     a->silent = false;
     s_worker_answer (p, a, &a->held[0]);
@@ -1207,8 +1221,9 @@ Test (broker, stats_and_health)
     r = s_path (&s.up.data, "aggregators.0.name");
     cr_assert (r && strncmp (r->via.str.ptr, "agg0", r->via.str.size) == 0);
     cr_assert_eq (s_u (&s, "dropped.results"), 0);
-    //  Inputs to preprocess, to s0a, to s1a, and outputs to the aggregator.
-    cr_assert_eq (s_u (&s, "copied_bytes"), 4 * 4 * 16 * sizeof (float));
+    //  Inputs to preprocess, to s0a, to s1a, and outputs to the aggregator
+    //  all went out sharing the received bytes: nothing copied.
+    cr_assert_eq (s_u (&s, "copied_bytes"), 0);
     cr_assert_geq (s_u (&s, "uptime_ms"), 0);
     s_stats_done (&s);
     s_pipe_destroy (&p);
@@ -1419,5 +1434,34 @@ Test (broker, errors_reach_the_client_with_code_and_reason)
     cr_assert_eq (zi_msg_id (reply), 73);
     zi_msg_destroy (&reply);
     cr_assert_eq (s_stat (p, "requests.failed"), 2);
+    s_pipe_destroy (&p);
+}
+
+Test (broker, retry_gets_the_kept_answer_after_the_original_was_freed)
+{
+    //  The kept answer shares its bytes with the REPLY that went out; that
+    //  message (and the aggregator's) are gone by the time the retry comes.
+    s_pipe_t *p = s_pipe_full (&(s_opts_t){ 0 }, 1);
+    s_wait_agg (p, 1);
+    s_request (p, 21, 2, -1, 0);
+    zi_msg_t *first = s_expect (p, ZI_CMD_REPLY, 5000);
+    cr_assert_eq (zi_msg_id (first), 21);
+    s_request (p, 21, 2, -1, 0); //  the client did not see it: again
+    zi_msg_t *again = s_expect (p, ZI_CMD_REPLY, 5000);
+    cr_assert_eq (zi_msg_id (again), 21);
+    cr_assert_eq (zi_msg_tensor_count (again), zi_msg_tensor_count (first));
+    for (size_t i = 0; i < zi_msg_tensor_count (first); i++) {
+        const zi_tensor_t *a = zi_msg_tensor (first, i), *b = zi_msg_tensor (again, i);
+        cr_assert_str_eq (zi_msg_tensor_name (again, i), zi_msg_tensor_name (first, i));
+        cr_assert (zi_tensor_same_shape (a, b));
+        cr_assert_eq (memcmp (a->data, b->data, a->nbytes), 0, "the same answer");
+    }
+    zi_msg_destroy (&first);
+    zi_msg_destroy (&again);
+    s_stats_t s;
+    s_stats (p, &s);
+    cr_assert_eq (s_u (&s, "requests.admitted"), 1, "not run twice");
+    cr_assert_eq (s_u (&s, "requests.replayed"), 1);
+    s_stats_done (&s);
     s_pipe_destroy (&p);
 }

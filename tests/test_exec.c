@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "zi_exec.h"
+#include "zi_gemm.h"
 #include "zi_onnx.h"
 #include "zi_ops.h"
 
@@ -73,10 +74,11 @@ s_env_get (s_env_t *env, const char *name)
 }
 
 static void
-s_run_segment (const zi_graph_t *g, int first, int last, s_env_t *env, bool no_fuse)
+s_run_segment_threads (const zi_graph_t *g, int first, int last, s_env_t *env, bool no_fuse,
+                       int nthreads)
 {
     char err[1024];
-    zi_exec_opts_t opts = {.no_fuse = no_fuse};
+    zi_exec_opts_t opts = {.no_fuse = no_fuse, .nthreads = nthreads};
     zi_exec_t *ex = zi_exec_new (g, first, last, &opts, err, sizeof err);
     cr_assert_not_null (ex, "segment %d:%d: %s", first, last, err);
     const zi_tensor_t *in[64];
@@ -95,6 +97,12 @@ s_run_segment (const zi_graph_t *g, int first, int last, s_env_t *env, bool no_f
         env->tensors[env->n++] = out[i];
     }
     zi_exec_destroy (&ex);
+}
+
+static void
+s_run_segment (const zi_graph_t *g, int first, int last, s_env_t *env, bool no_fuse)
+{
+    s_run_segment_threads (g, first, last, env, no_fuse, 0);
 }
 
 static void
@@ -332,4 +340,120 @@ Test (exec, huge_outputs_from_small_inputs_are_refused)
     cr_assert_null (out);
     zi_exec_destroy (&ex);
     zi_graph_destroy (&g);
+}
+
+//  x repeated `reps` times along its first dim (a bigger batch), with a
+//  little change per copy so the rows differ.
+static zi_tensor_t *
+s_tile_batch (const zi_tensor_t *x, int reps)
+{
+    int64_t ne[ZI_MAX_RANK];
+    memcpy (ne, x->ne, sizeof ne);
+    ne[0] *= reps;
+    zi_tensor_t *t = zi_tensor_new (ZI_DT_F32, x->rank, ne);
+    cr_assert_not_null (t);
+    int64_t n = zi_tensor_count (x);
+    for (int r = 0; r < reps; r++) {
+        float *dst = (float *) t->data + r * n;
+        const float *src = (const float *) x->data;
+        for (int64_t i = 0; i < n; i++) {
+            dst[i] = src[i] * (1.0f + 0.01f * (float) r);
+        }
+    }
+    return t;
+}
+
+//  The kernels split their work over the executor's pool: 1, 2 or 3
+//  threads, whole graph or cut, give the same bytes, on the AVX-512 GEMM
+//  and on the portable (OpenBLAS) one, at the saved batch and at a big one;
+//  each path is close to torch's output.
+Test (exec, thread_counts_and_gemm_paths_are_bit_identical)
+{
+    for (size_t m = 0; m < S_NMODELS; m++) {
+        zi_graph_t *g = s_load (s_models[m]);
+        zi_tensor_t *x0 = s_load_pb (s_models[m], 0, "input_0.pb");
+        zi_tensor_t *want = s_load_pb (s_models[m], 0, "output_0.pb");
+        const char *in_name = g->values[g->inputs[0]].name;
+        const char *out_name = g->values[g->outputs[0]].name;
+        for (int big = 0; big <= 1; big++) {
+            zi_tensor_t *x = big ? s_tile_batch (x0, (int) (64 / x0->ne[0])) : zi_tensor_dup (x0);
+            for (int avx = 0; avx <= 1; avx++) {
+                zi_gemm_set_avx512 (avx);
+                s_env_t ref = {.n = 1, .names = {in_name}, .tensors = {zi_tensor_dup (x)}};
+                s_run_segment_threads (g, 0, -1, &ref, false, 1);
+                const zi_tensor_t *y1 = s_env_get (&ref, out_name);
+                char what[256];
+                snprintf (what, sizeof what, "%s batch %lld (avx512 %d)", s_models[m],
+                          (long long) x->ne[0], zi_gemm_avx512 ());
+                if (!big) {
+                    s_assert_close (y1, want, 1e-4, 1e-5, what);
+                }
+                for (int t = 2; t <= 3; t++) {
+                    s_env_t env = {.n = 1, .names = {in_name}, .tensors = {zi_tensor_dup (x)}};
+                    s_run_segment_threads (g, 0, -1, &env, false, t);
+                    const zi_tensor_t *yt = s_env_get (&env, out_name);
+                    cr_assert_eq (memcmp (yt->data, y1->data, y1->nbytes), 0,
+                                  "%s: %d threads differ from 1", what, t);
+                    s_env_clear (&env);
+                }
+                //  cut in two at every third node, each half on 2 threads
+                for (int c = 0; c + 1 < g->n_nodes; c += 3) {
+                    s_env_t env = {.n = 1, .names = {in_name}, .tensors = {zi_tensor_dup (x)}};
+                    s_run_segment_threads (g, 0, c, &env, false, 2);
+                    s_run_segment_threads (g, c + 1, -1, &env, false, 2);
+                    const zi_tensor_t *yc = s_env_get (&env, out_name);
+                    cr_assert_eq (memcmp (yc->data, y1->data, y1->nbytes), 0,
+                                  "%s: cut after node %d differs", what, c);
+                    s_env_clear (&env);
+                }
+                s_env_clear (&ref);
+            }
+            zi_tensor_destroy (&x);
+        }
+        zi_gemm_set_avx512 (-1);
+        zi_tensor_destroy (&want);
+        zi_tensor_destroy (&x0);
+        zi_graph_destroy (&g);
+    }
+}
+
+//  Constant GEMM weights are packed once, at the first run, and reused:
+//  the memory they take is reported and does not grow with more runs or a
+//  new batch size.
+Test (exec, gemm_weights_are_packed_once)
+{
+    zi_gemm_set_avx512 (1);
+    if (!zi_gemm_avx512 ()) {
+        cr_skip_test ("no AVX-512 on this CPU: weights are not packed");
+    }
+    zi_graph_t *g = s_load ("tests/models/mlp");
+    char err[512];
+    zi_exec_opts_t opts = {.nthreads = 2};
+    zi_exec_t *ex = zi_exec_new (g, 0, -1, &opts, err, sizeof err);
+    cr_assert_not_null (ex, "%s", err);
+    cr_assert_eq (zi_exec_packed_bytes (ex), 0);
+    size_t packed = 0;
+    for (int64_t batch = 1; batch <= 64; batch *= 4) {
+        zi_tensor_t *x = zi_tensor_new (ZI_DT_F32, 2, (int64_t[]){batch, 784});
+        cr_assert_not_null (x);
+        memset (x->data, 0, x->nbytes);
+        for (int rep = 0; rep < 2; rep++) {
+            zi_tensor_t *y = NULL;
+            const zi_tensor_t *in[1] = {x};
+            cr_assert_eq (zi_exec_run (ex, in, &y, err, sizeof err), 0, "%s", err);
+            zi_tensor_destroy (&y);
+            if (packed == 0) {
+                packed = zi_exec_packed_bytes (ex);
+                //  784x1024 + 2 x 1024x1024 + 1024x10 (padded to 16) floats
+                size_t floats = 784 * 1024 + 2 * 1024 * 1024 + 1024 * 16;
+                cr_assert_geq (packed, floats * sizeof (float));
+                cr_assert_lt (packed, floats * sizeof (float) + 4096);
+            }
+            cr_assert_eq (zi_exec_packed_bytes (ex), packed);
+        }
+        zi_tensor_destroy (&x);
+    }
+    zi_exec_destroy (&ex);
+    zi_graph_destroy (&g);
+    zi_gemm_set_avx512 (-1);
 }

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "zi_gemm.h"
 #include "zi_ops.h"
 #include "zi_ops_nn.h"
 
@@ -540,6 +541,101 @@ Test (ops_nn, matmul_bias_act_fuses_add_and_relu)
     zi_tensor_destroy (&b);
     zi_tensor_destroy (&bias);
     zi_tensor_destroy (&bad);
+}
+
+//  Run a MatMul (bias may be NULL) or Gemm node on `pool` with a pack cache
+//  slot (NULL = none); returns the output.
+static zi_tensor_t *
+run_gemm_node (tnode_t *t, zi_tensor_t **in, const zi_tensor_t *bias, zi_pool_t *pool,
+               zi_gemm_pack_t **cache)
+{
+    zi_tensor_t *y = (zi_tensor_t *) calloc (1, sizeof *y), *out[] = {y};
+    cr_assert_not_null (y);
+    for (int i = 0; i < t->node.n_in; i++) {
+        t->ins[i] = i;
+    }
+    t->outs[0] = 10;
+    zi_kctx_t ctx = {.node = &t->node, .n_in = t->node.n_in,
+                     .in = (const zi_tensor_t *const *) in, .n_out = 1, .out = out,
+                     .nthreads = zi_pool_size (pool), .pool = pool, .err = t->err,
+                     .errlen = sizeof t->err};
+    cr_assert_eq (zi_op_find (t->node.op_type, "")->infer (&ctx), 0, "%s", t->err);
+    y->data = malloc (y->nbytes);
+    y->owns_data = true;
+    memset (y->data, 0xff, y->nbytes);
+    zi_nn_act_t relu = {ZI_NN_ACT_RELU, 0, 0};
+    int rc = strcmp (t->node.op_type, "Gemm") == 0
+                 ? zi_nn_gemm_act_cached (&ctx, relu, cache)
+                 : zi_nn_matmul_bias_act_cached (&ctx, bias, relu, cache);
+    cr_assert_eq (rc, 0, "%s", t->err);
+    return y;
+}
+
+//  MatMul (folded and batched) and Gemm split over 2 and 3 threads, with
+//  and without a cached pack, on both GEMM paths: the same bytes as one
+//  thread, and close to the reference.
+Test (ops_nn, matmul_gemm_on_a_pool_match_one_thread)
+{
+    zi_pool_t *pools[] = {NULL, zi_pool_new (2), zi_pool_new (3)};
+    zi_tensor_t *cases[][3] = {
+        {RT (3, 40, 50), RT (50, 70), RT (70)},     //  folded, bias row
+        {RT (6, 9, 20), RT (6, 20, 33), NULL},      //  batched
+        {RT (64, 300), RT (300, 17), RT (1)},       //  scalar bias
+    };
+    for (int avx = 0; avx <= 1; avx++) {
+        zi_gemm_set_avx512 (avx);
+        for (size_t c = 0; c < 4; c++) {
+            bool gemm = c == 3;
+            tnode_t t;
+            tn_init (&t, gemm ? "Gemm" : "MatMul", gemm ? 3 : 2, 1);
+            zi_tensor_t *gin[3] = {NULL};
+            if (gemm) {
+                tn_int (&t, "transB", 1);
+                gin[0] = RT (33, 100);
+                gin[1] = RT (70, 100);
+                gin[2] = RT (70);
+            }
+            zi_tensor_t **in = gemm ? gin : cases[c];
+            const zi_tensor_t *bias = gemm ? NULL : cases[c][2];
+            zi_tensor_t *y1 = run_gemm_node (&t, in, bias, NULL, NULL);
+            if (!gemm) {
+                int64_t n;
+                double *want = ref_matmul (in[0], in[1], &n);
+                int64_t L = y1->ne[y1->rank - 1];
+                for (int64_t i = 0; i < n; i++) {
+                    double b = !bias ? 0 : zi_tensor_count (bias) == 1
+                                               ? ((float *) bias->data)[0]
+                                               : ((float *) bias->data)[i % L];
+                    want[i] = ref_act (want[i] + b, (zi_nn_act_t){ZI_NN_ACT_RELU, 0, 0});
+                }
+                expect_close (y1->data, want, n, "MatMul on a pool");
+                free (want);
+            }
+            for (int p = 0; p < 3; p++) {
+                zi_gemm_pack_t *pack = NULL;
+                for (int rep = 0; rep < 2; rep++) {
+                    zi_tensor_t *yp = run_gemm_node (&t, in, bias, pools[p], &pack);
+                    cr_assert_eq (memcmp (yp->data, y1->data, y1->nbytes), 0,
+                                  "case %zu, avx %d, %d threads, run %d: differs", c, avx,
+                                  zi_pool_size (pools[p]), rep);
+                    zi_tensor_destroy (&yp);
+                }
+                zi_gemm_pack_destroy (&pack);
+            }
+            zi_tensor_destroy (&y1);
+            for (int i = 0; i < 3; i++) {
+                zi_tensor_destroy (&gin[i]);
+            }
+        }
+    }
+    zi_gemm_set_avx512 (-1);
+    for (size_t c = 0; c < 3; c++) {
+        for (int i = 0; i < 3; i++) {
+            zi_tensor_destroy (&cases[c][i]);
+        }
+    }
+    zi_pool_destroy (&pools[1]);
+    zi_pool_destroy (&pools[2]);
 }
 
 Test (ops_nn, act_from_node)

@@ -37,7 +37,8 @@ NODE="${NODE:-node}"
 
 usage() {
     sed -n '2,21p' "$HERE/$(basename "${BASH_SOURCE[0]}")" | sed 's/^# \{0,1\}//'
-    echo "models: mlp fashion-mnist transformer_block resnet_tiny small_mlp"
+    echo "models: mlp fashion-mnist transformer_block resnet_tiny small_mlp resnet18"
+    echo "(resnet18: BUILD_DIR/bench/resnet18.onnx, made by tools/bench/make_resnet18.py)"
 }
 
 while [ $# -gt 0 ]; do
@@ -78,6 +79,7 @@ model_path() {
     case "$1" in
         fashion-mnist) echo examples/fashion-mnist/model.onnx ;;
         mlp|transformer_block|resnet_tiny|small_mlp) echo "tests/models/$1/model.onnx" ;;
+        resnet18) echo "${BUILD#"$ROOT"/}/bench/resnet18.onnx" ;;   # tools/bench/make_resnet18.py
         *) return 1 ;;
     esac
 }
@@ -205,7 +207,7 @@ zinfer_kernel() {
     local path="$1" core
     core="$(timeout 60 "$ZINFER" bench --model "$path" --batch 1 --threads "$THREADS" \
         --seconds 0.05 --warmup 0 2>&1 | sed -n 's/.*BLAS core \([^ ,;]*\).*/\1/p' | head -n 1)"
-    [ -n "$core" ] && echo "OpenBLAS $core (own GEMM via cblas_sgemm)" > "$TMP/kernel.zinfer-engine"
+    [ -n "$core" ] && if [ "${ZI_NN_NO_AVX512:-0}" = 0 ] && grep -qw avx512f /proc/cpuinfo; then echo "MatMul/Gemm: own AVX-512 GEMM (lib/zi_gemm.c: weights packed once, bias+act fused); Conv: OpenBLAS $core sgemm"; else echo "OpenBLAS $core sgemm for MatMul/Gemm/Conv (no AVX-512 or ZI_NN_NO_AVX512 set)"; fi > "$TMP/kernel.zinfer-engine"
 }
 
 : > "$TMP/rows"
@@ -228,8 +230,8 @@ done
 # faster than zinfer; p50/p99 > 1x means slower than zinfer.
 {
     echo "runtime,model,model_path,batch,threads,samples_per_s,p50_ms,p99_ms,sps_vs_zinfer,p50_vs_zinfer,p99_vs_zinfer,other_load_cores,note"
-    awk -F'|' -v t="$THREADS" '
-        function mp(n) { return n == "fashion-mnist" ? "examples/fashion-mnist/model.onnx" : "tests/models/" n "/model.onnx" }
+    awk -F'|' -v t="$THREADS" -v r18="$(model_path resnet18)" '
+        function mp(n) { return n == "fashion-mnist" ? "examples/fashion-mnist/model.onnx" : n == "resnet18" ? r18 : "tests/models/" n "/model.onnx" }
         function r(x, z) { return (x != "" && z != "" && z + 0 > 0) ? sprintf("%.3f", x / z) : "" }
         { rows[NR] = $0 }
         $1 == "zinfer-engine" && $4 != "" { zs[$2 "|" $3] = $4; z50[$2 "|" $3] = $5; z99[$2 "|" $3] = $6 }

@@ -1,11 +1,14 @@
 /*  bench_broker.c - what the broker adds to a task: latency per hop and
     forwarding rate.
 
-        zi_bench_broker [--seconds S] [--inflight N] [--csv]
+        zi_bench_broker [--seconds S] [--inflight N] [--in-process] [--csv]
 
-    A real broker (zi_broker_actor, the library the zinfer-broker binary
+    A real broker (zi_broker_run, the library the zinfer-broker binary
     runs) serves a one-segment plan with no stages on ipc endpoints in a
-    fresh directory under /tmp, on its own thread. Fake peers speak the real
+    fresh directory under /tmp, in a child process of its own (its own
+    ZeroMQ context and I/O thread, as zinfer-broker has), or with
+    --in-process as an actor sharing this process's ZeroMQ I/O thread with
+    the fake peers (how the first version of this bench ran it). Fake peers speak the real
     protocol (zi_msg): a client DEALER on `front` sends REQUEST {id, t: x
     float32 [1,16]} (64 tensor bytes), a worker DEALER on `work` (READY,
     then RESULT {id, seg, t: y} for every TASK), and the broker answers the
@@ -33,7 +36,10 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <czmq.h>
@@ -319,13 +325,15 @@ s_pct (const int64_t *sorted, size_t n, double q)
 static void
 s_usage (FILE *out)
 {
-    fprintf (out, "usage: zi_bench_broker [--seconds S] [--inflight N] [--csv]\n"
+    fprintf (out, "usage: zi_bench_broker [--seconds S] [--inflight N] [--in-process] "
+                  "[--csv]\n"
                   "\n"
                   "Runs the zinfer broker in this process with a fake client and worker on\n"
                   "ipc endpoints, and measures (a) the latency the broker adds per hop for a\n"
                   "small task (p50, p99: round trip through the broker minus a direct one),\n"
                   "(b) tasks forwarded per second with N in flight (default 256).\n"
-                  "S seconds in all (default 4), half each.\n");
+                  "S seconds in all (default 4), half each. The broker runs in a child\n"
+                  "process (own ZeroMQ context), or with --in-process on a thread here.\n");
 }
 
 int
@@ -334,12 +342,16 @@ main (int argc, char **argv)
     double seconds = 4;
     long inflight = 256;
     bool csv = false;
+    bool in_process = false;
     for (int i = 1; i < argc; i++) {
         if (streq (argv[i], "--seconds") && i + 1 < argc) {
             seconds = atof (argv[++i]);
         }
         else if (streq (argv[i], "--inflight") && i + 1 < argc) {
             inflight = atol (argv[++i]);
+        }
+        else if (streq (argv[i], "--in-process")) {
+            in_process = true;
         }
         else if (streq (argv[i], "--csv")) {
             csv = true;
@@ -359,7 +371,6 @@ main (int argc, char **argv)
                          "in 1..100000\n");
         return 2;
     }
-    zsys_init ();
     zi_log_set_level (ZI_LOG_WARN);     //  the broker's start and stop lines
     char dir[] = "/tmp/zi-bench-broker-XXXXXX";
     if (!mkdtemp (dir)) {
@@ -370,11 +381,37 @@ main (int argc, char **argv)
     zi_plan_t *plan = s_plan_new (dir, inflight + 16);
     char direct[sizeof dir + 32];
     snprintf (direct, sizeof direct, "ipc://%s/direct.sock", dir);
-    zactor_t *broker = plan ? zactor_new (zi_broker_actor, plan) : NULL;
+    //  The child forks before this process starts ZeroMQ: it gets a
+    //  context and I/O thread of its own.
+    pid_t child = -1;
+    if (plan && !in_process) {
+        child = fork ();
+        if (child == 0) {
+            prctl (PR_SET_PDEATHSIG, SIGTERM);  //  never outlive the bench
+            zsys_init ();                       //  SIGTERM -> zsys_interrupted
+            char err[512];
+            zi_broker_t *b = zi_broker_new (plan, err, sizeof err);
+            if (!b) {
+                fprintf (stderr, "zi_bench_broker: broker: %s\n", err);
+                _exit (1);
+            }
+            zi_broker_run (b);
+            zi_broker_destroy (&b);
+            zi_plan_destroy (&plan);
+            zsys_shutdown ();
+            _exit (0);
+        }
+        if (child < 0) {
+            perror ("zi_bench_broker: fork");
+        }
+    }
+    zsys_init ();
+    zactor_t *broker = plan && in_process ? zactor_new (zi_broker_actor, plan) : NULL;
+    bool broker_up = broker || child > 0;
     s_peer_args_t wargs = {plan ? plan->broker.endpoints[ZI_PLAN_EP_WORK].connect : "",
                            (uint32_t) (inflight < 1024 ? inflight : 1024)};
     s_peer_args_t eargs = {direct, 0};
-    zactor_t *worker = broker ? zactor_new (s_worker_actor, &wargs) : NULL;
+    zactor_t *worker = broker_up ? zactor_new (s_worker_actor, &wargs) : NULL;
     zactor_t *echo = worker ? zactor_new (s_echo_actor, &eargs) : NULL;
     zsock_t *front = zsock_new (ZMQ_DEALER);
     zsock_t *link = zsock_new (ZMQ_DEALER);
@@ -489,7 +526,8 @@ main (int argc, char **argv)
     }
     else {
         printf ("zinfer broker micro-benchmark: REQUEST float32[1,%d] (%d bytes), ipc, "
-                "broker in-process\n", S_COLS, S_COLS * 4);
+                "broker %s\n", S_COLS, S_COLS * 4,
+                in_process ? "in-process (shared I/O thread)" : "in its own process");
         printf ("latency, 1 in flight, %zu round trips each     p50 us    p99 us\n", n);
         printf ("  client->broker->worker->broker->client %9.1f %9.1f\n", via50, via99);
         printf ("  client->echo->client (direct)          %9.1f %9.1f\n", dir50, dir99);
@@ -506,6 +544,10 @@ done:
     zactor_destroy (&echo);
     zactor_destroy (&worker);
     zactor_destroy (&broker);
+    if (child > 0) {
+        kill (child, SIGTERM);
+        waitpid (child, NULL, 0);
+    }
     zi_plan_destroy (&plan);
     //  The ipc socket files, then the directory.
     zdir_t *d = zdir_new (dir, NULL);

@@ -3,13 +3,16 @@
 
     /usr/bin/python3 tools/bench/torch_bench.py MODEL BATCH THREADS SECONDS [LABEL]
 
-MODEL is one of: mlp | fashion-mnist | transformer_block | resnet_tiny
-(also small_mlp). PyTorch cannot load ONNX files, so the architecture is
-rebuilt in torch from the very scripts that exported the ONNX files:
+MODEL is one of: mlp | fashion-mnist | transformer_block | resnet_tiny |
+resnet18 (also small_mlp). PyTorch cannot load ONNX files, so the
+architecture is rebuilt in torch from the very scripts that exported the ONNX
+files:
   fashion-mnist             class Net  in examples/fashion-mnist/train.py
   mlp, transformer_block,   build_models() in tests/models/make_models.py
   resnet_tiny, small_mlp    (the classes are local to that function; its
                             constructors only seed and build, no export)
+  resnet18                  build_model() in tools/bench/make_resnet18.py
+                            (torchvision's resnet18, seeded random weights)
 Both scripts keep training/export under `if __name__ == "__main__"`, so
 importing them runs nothing. Weights are whatever the constructors make
 (random for fashion-mnist): only speed is measured.
@@ -40,7 +43,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 TRAIN_PY = os.path.join(ROOT, "examples", "fashion-mnist", "train.py")
 MAKE_MODELS_PY = os.path.join(ROOT, "tests", "models", "make_models.py")
-MODELS = ("mlp", "fashion-mnist", "transformer_block", "resnet_tiny", "small_mlp")
+MAKE_RESNET18_PY = os.path.join(HERE, "make_resnet18.py")
+MODELS = ("mlp", "fashion-mnist", "transformer_block", "resnet_tiny", "small_mlp", "resnet18")
 
 
 def die(msg, code=2):
@@ -71,6 +75,9 @@ def build(name):
     if name == "fashion-mnist":
         train = import_script(TRAIN_PY, "zinfer_fmnist_train")
         return train.Net(), (1, 28, 28)
+    if name == "resnet18":
+        r18 = import_script(MAKE_RESNET18_PY, "zinfer_make_resnet18")
+        return r18.build_model(), tuple(r18.SHAPE)
     mm = import_script(MAKE_MODELS_PY, "zinfer_make_models")
     specs = mm.build_models()
     if name not in specs:
