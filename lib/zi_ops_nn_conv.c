@@ -45,6 +45,21 @@
 #include <string.h>
 
 #define S_COL_TARGET ((int64_t) 1 << 21)   //  floats per column tile (8 MB)
+
+//  Rows of the spatial grid one im2col tile holds: a column row costs
+//  kc * w floats and a tile aims at S_COL_TARGET floats, at least one row,
+//  at most nq. Conv and ConvTranspose tile the same way. Returns 0, or -1
+//  when kc * w overflows; stores the row cost too.
+static int
+s_col_tile_rows (int64_t kc, int64_t w, int64_t nq, int64_t *rowcost, int64_t *tq)
+{
+    if (__builtin_mul_overflow (kc, w, rowcost)) {
+        return -1;
+    }
+    int64_t t = S_COL_TARGET / (*rowcost > 0 ? *rowcost : 1);
+    *tq = t < 1 ? 1 : t > nq ? nq : t;
+    return 0;
+}
 #define S_PACK_TARGET ((int64_t) 1 << 17)  //  floats per packed tile (512 KB)
 
 //  Conv geometry ------------------------------------------------------------------
@@ -524,12 +539,10 @@ zi_nn_conv_act (zi_kctx_t *ctx, zi_nn_act_t act)
         //  im2col + sgemm, tiled over output rows q = (od, oh).
         job.path = S_PATH_IM2COL;
         const int64_t oW = g->out[2], nq = g->out[0] * g->out[1];
-        int64_t rowcost;
-        if (__builtin_mul_overflow (cv.Kc, oW, &rowcost)) {
+        int64_t rowcost, tq;
+        if (s_col_tile_rows (cv.Kc, oW, nq, &rowcost, &tq) != 0) {
             return zi_op_fail (ctx, ZI_ERR_OVERFLOW, "column buffer overflows");
         }
-        int64_t tq = S_COL_TARGET / (rowcost > 0 ? rowcost : 1);
-        tq = tq < 1 ? 1 : tq > nq ? nq : tq;
         job.chunk = tq;
         job.nchunk = (nq + tq - 1) / tq;
         ntask *= job.nchunk;
@@ -855,12 +868,10 @@ zi_nn_convt_run (zi_kctx_t *ctx)
     zi_nn_act_t none = {ZI_NN_ACT_NONE, 0.0f, 0.0f};
     //  Tile over rows of the input grid q = (xd, xh), like Conv's im2col.
     const int64_t xW = g->out[2], nq = g->out[0] * g->out[1];
-    int64_t rowcost;
-    if (__builtin_mul_overflow (cv.Kc, xW, &rowcost)) {
+    int64_t rowcost, tq;
+    if (s_col_tile_rows (cv.Kc, xW, nq, &rowcost, &tq) != 0) {
         return zi_op_fail (ctx, ZI_ERR_OVERFLOW, "column buffer overflows");
     }
-    int64_t tq = S_COL_TARGET / (rowcost > 0 ? rowcost : 1);
-    tq = tq < 1 ? 1 : tq > nq ? nq : tq;
     int64_t colsz;
     if (__builtin_mul_overflow (rowcost, tq, &colsz)
         || (uint64_t) colsz > SIZE_MAX / sizeof (float)) {
