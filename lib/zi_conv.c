@@ -4,7 +4,7 @@
     target("avx512f") and runs only after zi_conv_avx512 () said yes, so
     the library still loads and runs on any x86-64 (or other) CPU.
 
-    Both microkernels (s_tile over a pack, s_dtile over a padded copy)
+    Both microkernels (s_tile over a pack, s_dtile over shifted copies)
     keep MR x V accumulators (MR <= 8 output channels, V <= 3 panels of 16
     pixels: 24 zmm) over k, loading V input vectors and broadcasting MR
     weights per k: 24 fmas per 11 loads, so they are bound by the FMA ports
@@ -14,12 +14,9 @@
     Over a pack, reductions longer than S_KB are split into blocks so the V
     panels being read stay in L2; the partial sums go through y between
     blocks, which does not change them (they are float either way), so the
-    fma chain is still one chain. The padded copy needs no such blocking:
-    its rows are read in place, V vectors per k, from a plane that is as
-    small as the input.
-
-    Stores of the padded-input kernel skip the junk columns with one masked
-    store per run of lanes on one output row (s_vsegs, once per tile).
+    fma chain is still one chain. The shifted copies need no such
+    blocking: their rows are read in place, V vectors per k, from kW
+    planes each as small as the chunk's input.
 */
 #include "zi_conv.h"
 
@@ -74,27 +71,22 @@ zi_conv_set_avx512 (int mode)
     __atomic_store_n (&s_mode, m, __ATOMIC_RELAXED);
 }
 
-//  Padded-input path: setup (portable C) --------------------------------------
+//  Shifted-copy path: setup (portable C) --------------------------------------
 
-//  Floats of zeros after the last plane: a tile runs up to 3 panels past
-//  its last virtual pixel, and the junk lanes of the last row read up to
-//  Wp - oW further.
-#define S_SLACK(s) ((s)->Wp + 4 * ZI_CONV_PANEL)
+//  Floats of zeros after the last copy: a tile loads up to 3 panels past
+//  its chunk's last pixel (those lanes are never stored).
+#define S_SLACK (4 * ZI_CONV_PANEL)
 
 bool
 zi_conv_direct_init (zi_conv_shape_t *s)
 {
     const zi_nn_geom_t *g = &s->g;
-    if (g->in[0] != 1 || g->k[0] != 1 || g->out[0] != 1 || g->s[1] != 1
-        || g->s[2] != 1) {
+    if (g->in[0] != 1 || g->k[0] != 1 || g->out[0] != 1 || g->s[1] != 1) {
         return false;
     }
-    //  Attributes are <= INT32_MAX and tensor dims are checked, so these
-    //  int64 products cannot overflow.
-    s->Hp = g->out[1] + (g->k[1] - 1) * g->d[1];
-    s->Wp = g->out[2] + (g->k[2] - 1) * g->d[2];
-    s->nvirt = g->out[1] * s->Wp;
-    return s->Wp >= g->in[2] + g->pb[2] && s->Wp < INT32_MAX / 4;
+    s->Wp = g->out[2];
+    s->nvirt = g->out[1] * g->out[2];
+    return s->Wp > 0 && s->Wp < INT32_MAX / 4;
 }
 
 bool
@@ -102,18 +94,25 @@ zi_conv_direct_plan (zi_conv_shape_t *s, int64_t chunk)
 {
     const zi_nn_geom_t *g = &s->g;
     //  A chunk spans at most chunk / Wp + 2 output rows (it need not start
-    //  on a row), each reading kH dilated rows.
+    //  on a row), each reading kH dilated rows. Attributes are
+    //  <= INT32_MAX and tensor dims are checked, so these int64 products
+    //  cannot overflow.
     int64_t rows = chunk / s->Wp + 2 + (g->k[1] - 1) * g->d[1];
     if (rows > INT32_MAX / s->Wp) {
         return false;
     }
-    int64_t plane = rows * s->Wp;
-    if (s->Cg > (INT32_MAX - S_SLACK (s) - ZI_CONV_PANEL) / plane) {
+    //  Planes start on a 64-byte line, so the loads of kernel row kh = 0
+    //  are aligned whenever the tile is.
+    int64_t plane = (rows * s->Wp + ZI_CONV_PANEL - 1) / ZI_CONV_PANEL
+                    * ZI_CONV_PANEL;
+    if (s->Cg > (INT32_MAX - S_SLACK - ZI_CONV_PANEL) / plane
+        || g->k[2] > (INT32_MAX - S_SLACK - ZI_CONV_PANEL) / (s->Cg * plane)) {
         return false;
     }
     s->rows = rows;
     s->plane = plane;
-    s->xpsz = s->Cg * plane + S_SLACK (s);
+    s->kws = s->Cg * plane;
+    s->xpsz = g->k[2] * s->kws + S_SLACK;
     s->xpsz = (s->xpsz + ZI_CONV_PANEL - 1) / ZI_CONV_PANEL * ZI_CONV_PANEL;
     return true;
 }
@@ -125,38 +124,11 @@ zi_conv_direct_offsets (int32_t *koff, const zi_conv_shape_t *s)
     for (int64_t c = 0, k = 0; c < s->Cg; c++) {
         for (int64_t kh = 0; kh < g->k[1]; kh++) {
             for (int64_t kw = 0; kw < g->k[2]; kw++, k++) {
-                koff[k] = (int32_t) (c * s->plane + kh * g->d[1] * s->Wp
-                                     + kw * g->d[2]);
+                koff[k] = (int32_t) (kw * s->kws + c * s->plane
+                                     + kh * g->d[1] * s->Wp);
             }
         }
     }
-}
-
-void
-zi_conv_pad (float *xp, const float *x, const zi_conv_shape_t *s, int64_t r0)
-{
-    const zi_nn_geom_t *g = &s->g;
-    const int64_t iH = g->in[1], iW = g->in[2], Wp = s->Wp;
-    const int64_t pbh = g->pb[1], pbw = g->pb[2];
-    //  Rows that hold input get it plus zero margins; the others (padding,
-    //  or past the image for the junk lanes of the last chunk) are zero.
-    for (int64_t c = 0; c < s->Cg; c++) {
-        float *pc = xp + c * s->plane;
-        const float *xc = x + c * s->isz;
-        for (int64_t r = 0; r < s->rows; r++) {
-            float *dst = pc + r * Wp;
-            int64_t ih = r0 + r - pbh;
-            if (ih < 0 || ih >= iH) {
-                memset (dst, 0, (size_t) Wp * sizeof *dst);
-                continue;
-            }
-            memset (dst, 0, (size_t) pbw * sizeof *dst);
-            memcpy (dst + pbw, xc + ih * iW, (size_t) iW * sizeof *dst);
-            memset (dst + pbw + iW, 0, (size_t) (Wp - pbw - iW) * sizeof *dst);
-        }
-    }
-    memset (xp + s->Cg * s->plane, 0,
-            (size_t) (s->xpsz - s->Cg * s->plane) * sizeof *xp);
 }
 
 void
@@ -280,6 +252,69 @@ zi_conv_pack (float *pack, const float *x, const zi_conv_shape_t *s,
                         }
                         _mm512_store_ps (dst, v);
                     }
+                }
+            }
+        }
+    }
+}
+
+//  Shifted copies -------------------------------------------------------------
+
+S_AVX512 void
+zi_conv_pad (float *xp, const float *x, const zi_conv_shape_t *s, int64_t v0,
+             int64_t v1)
+{
+    const zi_nn_geom_t *g = &s->g;
+    const int64_t iH = g->in[1], iW = g->in[2], oW = s->Wp;
+    const int64_t sw = g->s[2], pbh = g->pb[1];
+    const int64_t r0 = v0 / oW;
+    //  Rows the chunk's real pixels read; loads of a tile's lanes past v1
+    //  read further rows of the plane, which hold whatever an earlier
+    //  chunk (or the caller's zeroing) left there, and are never stored.
+    const int64_t rows = (v1 - 1) / oW - r0 + 1 + (g->k[1] - 1) * g->d[1];
+    const __m512 zero = _mm512_setzero_ps ();
+    for (int64_t kw = 0; kw < g->k[2]; kw++) {
+        //  Output columns [lo, hi) read inside the input row, at column
+        //  ow * sw + off; the lanes of each 16-column block that do.
+        int64_t lo, hi;
+        const int64_t off = kw * g->d[2] - g->pb[2];
+        zi_nn_valid_range (oW, iW, sw, off, &lo, &hi);
+        float *xk = xp + kw * s->kws;
+        for (int64_t ow = 0; ow < oW; ow += ZI_CONV_PANEL) {
+            int64_t n = oW - ow < ZI_CONV_PANEL ? oW - ow : ZI_CONV_PANEL;
+            const __mmask16 st = (__mmask16) ((1u << n) - 1u);
+            int64_t a = lo > ow ? lo - ow : 0;
+            int64_t b = hi - ow < n ? hi - ow : n;
+            const __mmask16 ld = a < b ? (__mmask16) (((1u << b) - 1u)
+                                                      & ~((1u << a) - 1u))
+                                       : 0;
+            for (int64_t c = 0; c < s->Cg; c++) {
+                float *dst = xk + c * s->plane + ow;
+                const float *xc = x + c * s->isz;
+                for (int64_t r = 0; r < rows; r++, dst += oW) {
+                    int64_t ih = r0 + r - pbh;
+                    __m512 v = zero;
+                    if (ld && ih >= 0 && ih < iH) {
+                        //  The address of lane 0 as an integer: masked-off
+                        //  lanes may lie outside the row.
+                        const float *row = xc + ih * iW;
+                        if (sw == 1) {
+                            uintptr_t at = (uintptr_t) row
+                                           + (uintptr_t) ((ow + off) * 4);
+                            v = _mm512_maskz_loadu_ps (ld,
+                                                       (const void *) at);
+                        }
+                        else {
+                            float tmp[ZI_CONV_PANEL] = {0};
+                            for (int l = 0; l < n; l++) {
+                                if (ld >> l & 1) {
+                                    tmp[l] = row[(ow + l) * sw + off];
+                                }
+                            }
+                            v = _mm512_loadu_ps (tmp);
+                        }
+                    }
+                    _mm512_mask_storeu_ps (dst, st, v);
                 }
             }
         }
@@ -410,65 +445,14 @@ zi_conv_gemm (float *y, const float *pack, const float *w, const float *bias,
     }
 }
 
-//  Padded-input microkernel ---------------------------------------------------
+//  Shifted-copy microkernel ---------------------------------------------------
 
-//  Where a tile's real lanes go: panel j has n[j] runs of lanes on one
-//  output row each; run t is lanes mask[j][t] (l0[j][t] .. l1[j][t] - 1),
-//  lane l going to y[off[j][t] + l]. Built once per tile, used for every
-//  output channel, so a row's store is one masked store per run.
-typedef struct {
-    int n[S_V];
-    __mmask16 mask[S_V][ZI_CONV_PANEL];
-    int l0[S_V][ZI_CONV_PANEL], l1[S_V][ZI_CONV_PANEL];
-    int64_t off[S_V][ZI_CONV_PANEL];
-} s_vsegs_t;
-
-//  Runs of virtual pixels [v0, v0 + 16 V) below v1 that are real; returns
-//  their count. One division per tile: the (row, column) position is then
-//  advanced.
-static int
-s_vsegs (s_vsegs_t *sg, int64_t v0, int64_t v1, int V, int64_t Wp,
-         int64_t oW)
-{
-    int total = 0;
-    int64_t vh = v0 / Wp, vw = v0 % Wp, v = v0;
-    for (int j = 0; j < V; j++) {
-        int n = 0;
-        for (int l = 0; l < ZI_CONV_PANEL && v < v1;) {
-            int64_t run = Wp - vw;          //  lanes left on this row
-            if (run > ZI_CONV_PANEL - l) {
-                run = ZI_CONV_PANEL - l;
-            }
-            if (run > v1 - v) {
-                run = v1 - v;
-            }
-            if (vw < oW) {
-                int real = (int) (oW - vw < run ? oW - vw : run);
-                sg->mask[j][n] = (__mmask16) (((1u << (l + real)) - 1u)
-                                              & ~((1u << l) - 1u));
-                sg->l0[j][n] = l;
-                sg->l1[j][n] = l + real;
-                sg->off[j][n] = vh * oW + vw - l;
-                n++;
-            }
-            l += (int) run;
-            v += run;
-            vw += run;
-            if (vw == Wp) {
-                vw = 0;
-                vh++;
-            }
-        }
-        sg->n[j] = n;
-        total += n;
-    }
-    return total;
-}
-
+//  y (MR rows, stride ldy, ncols <= 16 V pixels from y) = act (w . xs +
+//  bias): the same single fma chain per element as s_tile.
 S_INLINE void
 s_dtile (const int MR, const int V, float *y, int64_t ldy, const float *xv0,
          const int32_t *koff, int64_t Kc, const float *w, const float *bias,
-         const s_vsegs_t *sg, zi_nn_act_t act)
+         int64_t ncols, zi_nn_act_t act)
 {
     __m512 acc[S_MR][S_V];
     for (int i = 0; i < MR; i++) {
@@ -490,48 +474,41 @@ s_dtile (const int MR, const int V, float *y, int64_t ldy, const float *xv0,
             }
         }
     }
+    __mmask16 mk[S_V];
+    for (int j = 0; j < V; j++) {
+        mk[j] = s_mask (ncols, j);
+    }
     const bool relu = act.kind == ZI_NN_ACT_RELU;
     for (int i = 0; i < MR; i++) {
-        const uintptr_t yi = (uintptr_t) (y + i * ldy);
         for (int j = 0; j < V; j++) {
             __m512 v = acc[i][j];
             if (bias) {
                 v = _mm512_add_ps (v, _mm512_set1_ps (bias[i]));
             }
             if (relu) {
+                //  max (v, 0) returns 0 for NaN, as v > 0 ? v : 0 does.
                 v = _mm512_max_ps (v, _mm512_setzero_ps ());
             }
-            //  Lane l goes to y[off + l]; lanes outside the mask are never
-            //  written, so the address of lane 0 may lie before the row.
-            for (int t = 0; t < sg->n[j]; t++) {
-                uintptr_t a = yi + (uintptr_t) sg->off[j][t] * sizeof (float);
-                _mm512_mask_storeu_ps ((void *) a, sg->mask[j][t], v);
-            }
+            _mm512_mask_storeu_ps (y + i * ldy + j * 16, mk[j], v);
         }
         if (act.kind != ZI_NN_ACT_NONE && !relu) {
-            float *row = y + i * ldy;
-            for (int j = 0; j < V; j++) {
-                for (int t = 0; t < sg->n[j]; t++) {
-                    zi_nn_act_apply (row + sg->off[j][t] + sg->l0[j][t],
-                                     sg->l1[j][t] - sg->l0[j][t], act);
-                }
-            }
+            zi_nn_act_apply (y + i * ldy, ncols, act);
         }
     }
 }
 
 typedef void (s_dtile_fn) (float *y, int64_t ldy, const float *xv0,
                            const int32_t *koff, int64_t Kc, const float *w,
-                           const float *bias, const s_vsegs_t *sg,
+                           const float *bias, int64_t ncols,
                            zi_nn_act_t act);
 
 #define S_DTILE(MR, V)                                                        \
     static S_AVX512 void s_dtile_##MR##_##V (                                 \
         float *y, int64_t ldy, const float *xv0, const int32_t *koff,         \
-        int64_t Kc, const float *w, const float *bias, const s_vsegs_t *sg,   \
+        int64_t Kc, const float *w, const float *bias, int64_t ncols,         \
         zi_nn_act_t act)                                                      \
     {                                                                         \
-        s_dtile (MR, V, y, ldy, xv0, koff, Kc, w, bias, sg, act);             \
+        s_dtile (MR, V, y, ldy, xv0, koff, Kc, w, bias, ncols, act);          \
     }
 #define S_DTILES(MR) S_DTILE (MR, 1) S_DTILE (MR, 2) S_DTILE (MR, 3)
 S_DTILES (1)
@@ -557,19 +534,15 @@ zi_conv_direct (float *y, const float *xp, const int32_t *koff,
                 zi_nn_act_t act)
 {
     const int64_t unit = S_V * ZI_CONV_PANEL;
-    const int64_t vb = v0 / s->Wp * s->Wp;     //  virtual pixel of xp[0]
-    s_vsegs_t sg;
-    for (int64_t v = v0; v < v1; v += unit) {
-        int64_t np = (v1 - v + ZI_CONV_PANEL - 1) / ZI_CONV_PANEL;
-        int V = np < S_V ? (int) np : S_V;
-        if (s_vsegs (&sg, v, v1, V, s->Wp, s->g.out[2]) == 0) {
-            continue;   //  only junk columns
-        }
-        for (int64_t m = m0; m < m1; m += S_MR) {
-            int mr = m1 - m < S_MR ? (int) (m1 - m) : S_MR;
-            s_dtiles[mr - 1][V - 1](y + m * s->osz, s->osz, xp + (v - vb),
+    const int64_t vb = v0 / s->Wp * s->Wp;     //  pixel of xp[0]
+    for (int64_t m = m0; m < m1; m += S_MR) {
+        int mr = m1 - m < S_MR ? (int) (m1 - m) : S_MR;
+        for (int64_t v = v0; v < v1; v += unit) {
+            int64_t ncols = v1 - v < unit ? v1 - v : unit;
+            int V = (int) ((ncols + ZI_CONV_PANEL - 1) / ZI_CONV_PANEL);
+            s_dtiles[mr - 1][V - 1](y + m * s->osz + v, s->osz, xp + (v - vb),
                                     koff, s->Kc, w + m * s->Kc,
-                                    bias ? bias + m : NULL, &sg, act);
+                                    bias ? bias + m : NULL, ncols, act);
         }
     }
 }
@@ -581,6 +554,13 @@ zi_conv_pack (float *pack, const float *x, const zi_conv_shape_t *s,
               int64_t p0, int64_t p1)
 {
     (void) pack, (void) x, (void) s, (void) p0, (void) p1;
+}
+
+void
+zi_conv_pad (float *xp, const float *x, const zi_conv_shape_t *s, int64_t v0,
+             int64_t v1)
+{
+    (void) xp, (void) x, (void) s, (void) v0, (void) v1;
 }
 
 void

@@ -3,14 +3,15 @@
     accumulators) with bias and activation applied to the registers before
     the one store, fed in one of two ways:
 
-      * padded input (stride 1 in H and W, 1-D / 2-D): the input rows a
-        chunk of output rows needs are copied into zero-padded planes of
-        width Wp (per thread, while they are hot in cache); "virtual"
-        output pixel v = oh * Wp + ow then reads xp[c, v + kh dH Wp + kw dW]
-        for kernel position (c, kh, kw), so 16 consecutive virtual pixels
-        are ONE unaligned load per k and no im2col is built at all. The
-        Wp - oW virtual pixels at the end of each row are junk: computed,
-        never stored (12% of the work for 14x14 with pad 1, 3% for 56x56);
+      * shifted copies (stride 1 in H, 1-D / 2-D): for each kernel
+        column kw the input rows a chunk of output rows needs are copied,
+        per thread while hot in cache, with that column's shift (and the
+        W stride) applied, rows of exactly oW floats; output pixel
+        p = oh * oW + ow then reads xs[kw, c, p + kh dH oW] for kernel
+        position (c, kh, kw), so 16 consecutive pixels are ONE unaligned
+        load per k, no im2col is built and no lane is wasted on padding
+        columns (an earlier padded-row layout computed Wp - oW junk
+        columns per row: 12% of the work for 14x14 with pad 1);
       * packed (any stride, 3-D): im2col for a chunk of output pixels is
         written straight into the layout the kernel reads, panels of 16
         pixels; strided columns come from masked loads plus a permute
@@ -43,7 +44,7 @@
         if (zi_conv_direct_init (&s)
             && zi_conv_direct_plan (&s, s.nvirt)) {     //  stride 1
             zi_conv_direct_offsets (koff, &s);           //  koff (Kc,)
-            zi_conv_pad (xp, x_group, &s, 0);            //  xp (s.xpsz,)
+            zi_conv_pad (xp, x_group, &s, 0, s.nvirt);   //  xp zeroed
             zi_conv_direct (y_group, xp, koff, w_group, bias_group, 0, Mg,
                             &s, 0, s.nvirt, act);
         }
@@ -74,13 +75,14 @@ typedef struct {
     int64_t Cg;         //  input channels of a group
     int64_t Kc;         //  Cg * kD * kH * kW: the reduction length
     int64_t isz, osz;   //  elements of one input / output plane
-    //  Set by zi_conv_direct_init for the padded-input path:
-    int64_t Hp, Wp;     //  padded plane: oH + (kH-1) dH rows, oW + (kW-1) dW
-    int64_t nvirt;      //  virtual output pixels: oH * Wp
+    //  Set by zi_conv_direct_init for the shifted-copy path:
+    int64_t Wp;         //  row stride of the copy: oW
+    int64_t nvirt;      //  output pixels: oH * oW
     //  Set by zi_conv_direct_plan:
     int64_t rows;       //  padded rows held per channel for one chunk
     int64_t plane;      //  rows * Wp
-    int64_t xpsz;       //  floats of one chunk's copy: Cg * plane + slack
+    int64_t kws;        //  floats of one kw's copy: Cg * plane
+    int64_t xpsz;       //  floats of one chunk's copy: kW * kws + slack
 } zi_conv_shape_t;
 
 //  True when the AVX-512 path is in use: the CPU has AVX-512F and the
@@ -113,19 +115,23 @@ void zi_conv_gemm (float *y, const float *pack, const float *w,
                    const zi_conv_shape_t *s, int64_t p0, int64_t p1,
                    zi_nn_act_t act);
 
-//  The padded-input path, for 1-D / 2-D convs with stride 1 (the bulk of a
-//  CNN): virtual output pixel v = oh * Wp + ow (ow < Wp; the last Wp - oW
-//  of each row are junk, never stored) reads padded row oh + kh dH, column
-//  ow + kw dW, so 16 consecutive virtual pixels are one unaligned load per
-//  k: no im2col at all. A chunk of virtual pixels [v0, v1) needs padded
-//  rows from r0 = v0 / Wp on; they are copied per chunk into xp
-//  (Cg, rows, Wp) + slack.
+//  The shifted-copy path, for 1-D / 2-D convs with stride 1 along H (the
+//  bulk of a CNN): for each kernel column kw, the input rows a chunk of
+//  output rows needs are copied with that column's shift already applied,
+//  xs[kw, c, r, ow] = x[c, r0 + r - padH, ow sW + kw dW - padW] (zero
+//  outside the input), rows of exactly oW floats. Output pixel
+//  p = oh * oW + ow then reads xs[kw, c, oh - r0 + kh dH, ow] = one fixed
+//  offset per kernel position (c, kh, kw) plus p, so 16 consecutive
+//  pixels, across row ends too, are one unaligned load per k: no im2col,
+//  no junk columns, one plain store per panel. The copy is kW times the
+//  chunk's input rows (48 KB for a 16-channel 14x14 image).
 //
-//  Fill Hp, Wp and nvirt and return true when s qualifies (stride 1 in H
-//  and W, no depth), else false (use the pack path).
+//  Fill Wp (= oW, the row stride of the copy) and nvirt (= oH * oW, the
+//  output pixels) and return true when s qualifies (stride 1 in H, no
+//  depth), else false (use the pack path).
 bool zi_conv_direct_init (zi_conv_shape_t *s);
 
-//  Size the per-chunk copy for chunks of at most `chunk` virtual pixels
+//  Size the per-chunk copy for chunks of at most `chunk` output pixels
 //  (rows, plane, xpsz). Returns false when offsets into it would not fit in
 //  int32 (use the pack path).
 bool zi_conv_direct_plan (zi_conv_shape_t *s, int64_t chunk);
@@ -133,15 +139,18 @@ bool zi_conv_direct_plan (zi_conv_shape_t *s, int64_t chunk);
 //  koff (Kc,): offset into a chunk's copy of kernel position (c, kh, kw).
 void zi_conv_direct_offsets (int32_t *koff, const zi_conv_shape_t *s);
 
-//  x (Cg, iH, iW) -> xp (xpsz,): padded rows [r0, r0 + rows) of every
-//  channel (zero outside the input), then zeroed slack. xp must be 64-byte
-//  aligned.
+//  x (Cg, iH, iW) -> xp (xpsz,): the kW shifted copies of the rows that
+//  output pixels [v0, v1) read (from r0 = v0 / Wp on). xp must be 64-byte
+//  aligned and zeroed (all xpsz floats) before its first use: tiles load
+//  lanes past v1 from the rest of the planes and the slack, which are then
+//  finite whatever earlier chunks left there (those lanes are never
+//  stored).
 void zi_conv_pad (float *xp, const float *x, const zi_conv_shape_t *s,
-                  int64_t r0);
+                  int64_t v0, int64_t v1);
 
-//  y (Mg, osz) rows [m0, m1), for virtual pixels [v0, v1) (junk ones
-//  skipped) = act (w . xp + bias), as zi_conv_gemm; xp as zi_conv_pad left
-//  it with r0 = v0 / Wp, and v1 - v0 at most the planned chunk. Only when
+//  y (Mg, osz) rows [m0, m1), for output pixels [v0, v1)
+//  = act (w . xp + bias), as zi_conv_gemm; xp as zi_conv_pad (v0, v1) left
+//  it, and v1 - v0 at most the planned chunk. Only when
 //  zi_conv_avx512 ().
 void zi_conv_direct (float *y, const float *xp, const int32_t *koff,
                      const float *w, const float *bias, int64_t m0,

@@ -445,7 +445,7 @@ s_conv_task (void *arg, int64_t t0, int64_t t1, int thread)
             int64_t m1 = m0 + job->mstep < cv->Mg ? m0 + job->mstep : cv->Mg;
             //  Consecutive channel parts of one chunk share its copy.
             if (packed != t / job->nm) {
-                zi_conv_pad (scratch, xg, &job->sh, v0 / job->sh.Wp);
+                zi_conv_pad (scratch, xg, &job->sh, v0, v1);
                 packed = t / job->nm;
             }
             zi_conv_direct (yg, scratch, job->koff, wg, bg, m0, m1, &job->sh,
@@ -577,6 +577,10 @@ zi_nn_conv_act (zi_kctx_t *ctx, zi_nn_act_t act)
             return zi_op_fail (ctx, ZI_ERR_NOMEM,
                                "cannot allocate a %lld-float column buffer",
                                (long long) total);
+        }
+        if (job.path == S_PATH_VIRT) {
+            //  zi_conv_pad wants its copies zeroed once (see zi_conv.h).
+            memset (job.scratch, 0, bytes);
         }
     }
     if (job.path == S_PATH_VIRT) {

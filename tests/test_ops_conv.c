@@ -1,4 +1,4 @@
-/*  test_ops_conv.c - Conv's engines (AVX-512 padded-input and packed
+/*  test_ops_conv.c - Conv's engines (AVX-512 shifted-copy and packed
     paths, portable im2col / pointwise / direct paths) and the 2x2 MaxPool
     fast path, against naive references, and bit-identical across thread
     counts (pools of 1, 2 and 3 threads).
@@ -230,6 +230,8 @@ static const tconv_t s_shapes[] = {
     {1, 7, 1, 1, 5, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},       //  M 1, oW 3
     {3, 2, 5, 1, 1, 19, 1, 5, 1, 1, 1, 1, 0, 2, 0, 2},      //  one row
     {2, 3, 6, 1, 8, 8, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0},       //  even kernel
+    {2, 5, 12, 1, 11, 23, 3, 3, 1, 3, 2, 2, 1, 2, 0, 1},    //  sW 3, dil 2
+    {1, 3, 9, 1, 6, 4, 3, 5, 1, 1, 1, 1, 1, 2, 1, 2},       //  kW > iW
 };
 #define N_SHAPES (sizeof s_shapes / sizeof s_shapes[0])
 
