@@ -528,7 +528,7 @@ static s_dtile_fn *const s_dtiles[S_MR][S_V] = {
 };
 
 void
-zi_conv_direct (float *y, const float *xp, const int32_t *koff,
+zi_conv_direct (float *y, int64_t ldy, const float *xp, const int32_t *koff,
                 const float *w, const float *bias, int64_t m0, int64_t m1,
                 const zi_conv_shape_t *s, int64_t v0, int64_t v1,
                 zi_nn_act_t act)
@@ -538,9 +538,17 @@ zi_conv_direct (float *y, const float *xp, const int32_t *koff,
     for (int64_t m = m0; m < m1; m += S_MR) {
         int mr = m1 - m < S_MR ? (int) (m1 - m) : S_MR;
         for (int64_t v = v0; v < v1; v += unit) {
+            if (v1 - v < unit && v1 - v0 >= unit) {
+                //  A short last tile would run at a fraction of the fma
+                //  rate (its broadcasts are not shared by 3 panels): end
+                //  it at v1 instead, recomputing (identically) a few
+                //  pixels of the tile before.
+                v = v1 - unit;
+            }
             int64_t ncols = v1 - v < unit ? v1 - v : unit;
             int V = (int) ((ncols + ZI_CONV_PANEL - 1) / ZI_CONV_PANEL);
-            s_dtiles[mr - 1][V - 1](y + m * s->osz + v, s->osz, xp + (v - vb),
+            s_dtiles[mr - 1][V - 1](y + (m - m0) * ldy + (v - v0), ldy,
+                                    xp + (v - vb),
                                     koff, s->Kc, w + m * s->Kc,
                                     bias ? bias + m : NULL, ncols, act);
         }
@@ -573,12 +581,12 @@ zi_conv_gemm (float *y, const float *pack, const float *w, const float *bias,
 }
 
 void
-zi_conv_direct (float *y, const float *xp, const int32_t *koff,
+zi_conv_direct (float *y, int64_t ldy, const float *xp, const int32_t *koff,
                 const float *w, const float *bias, int64_t m0, int64_t m1,
                 const zi_conv_shape_t *s, int64_t v0, int64_t v1,
                 zi_nn_act_t act)
 {
-    (void) y, (void) xp, (void) koff, (void) w, (void) bias, (void) m0;
+    (void) y, (void) ldy, (void) xp, (void) koff, (void) w, (void) bias, (void) m0;
     (void) m1, (void) s, (void) v0, (void) v1, (void) act;
 }
 

@@ -45,8 +45,8 @@
             && zi_conv_direct_plan (&s, s.nvirt)) {     //  stride 1
             zi_conv_direct_offsets (koff, &s);           //  koff (Kc,)
             zi_conv_pad (xp, x_group, &s, 0, s.nvirt);   //  xp zeroed
-            zi_conv_direct (y_group, xp, koff, w_group, bias_group, 0, Mg,
-                            &s, 0, s.nvirt, act);
+            zi_conv_direct (y_group, s.osz, xp, koff, w_group, bias_group,
+                            0, Mg, &s, 0, s.nvirt, act);
         }
         else {
             zi_conv_pack (pack, x_group, &s, p0, p1);
@@ -148,14 +148,15 @@ void zi_conv_direct_offsets (int32_t *koff, const zi_conv_shape_t *s);
 void zi_conv_pad (float *xp, const float *x, const zi_conv_shape_t *s,
                   int64_t v0, int64_t v1);
 
-//  y (Mg, osz) rows [m0, m1), for output pixels [v0, v1)
-//  = act (w . xp + bias), as zi_conv_gemm; xp as zi_conv_pad (v0, v1) left
-//  it, and v1 - v0 at most the planned chunk. Only when
-//  zi_conv_avx512 ().
-void zi_conv_direct (float *y, const float *xp, const int32_t *koff,
-                     const float *w, const float *bias, int64_t m0,
-                     int64_t m1, const zi_conv_shape_t *s, int64_t v0,
-                     int64_t v1, zi_nn_act_t act);
+//  y[(m - m0) ldy + (v - v0)] = act (w[m, :] . xs[:, v] + bias[m]) for
+//  output channels m in [m0, m1) and pixels v in [v0, v1) of one group, as
+//  zi_conv_gemm computes them (for the group's own output, y = y_group +
+//  m0 osz + v0 and ldy = osz); xp as zi_conv_pad (v0, v1) left it, and
+//  v1 - v0 at most the planned chunk. Only when zi_conv_avx512 ().
+void zi_conv_direct (float *y, int64_t ldy, const float *xp,
+                     const int32_t *koff, const float *w, const float *bias,
+                     int64_t m0, int64_t m1, const zi_conv_shape_t *s,
+                     int64_t v0, int64_t v1, zi_nn_act_t act);
 
 #ifdef __cplusplus
 }

@@ -88,6 +88,8 @@ struct zi_exec {
     int *fuse_bias;                 //  per head node: bias value, or -1
     int *fuse_out;                  //  per head node: the final output value
     int *fuse_tail;                 //  per head node: its last tail node
+    int *fuse_pool;                 //  per Conv head: its fused 2x2 MaxPool
+                                    //  node (the last tail), or -1
     int *fuse_head;                 //  per tail node: its head
     bool *fuse_on;                  //  per head node: fused in this plan
     zi_tensor_t unknown;            //  what zi_exec_value returns for DYNAMIC
@@ -154,6 +156,7 @@ zi_exec_destroy (zi_exec_t **self_p)
     free (self->fuse_bias);
     free (self->fuse_out);
     free (self->fuse_tail);
+    free (self->fuse_pool);
     free (self->fuse_head);
     free (self->fuse_on);
     free (self);
@@ -251,6 +254,14 @@ s_activation (const zi_graph_t *g, const zi_node_t *node, int input, zi_nn_act_t
     return false;
 }
 
+//  A Conv's output shape (N, M, oH, oW) -> its 2x2 / stride 2 MaxPool's.
+static int
+s_pooled_shape (zi_tensor_t *t)
+{
+    int64_t shape[4] = {t->ne[0], t->ne[1], t->ne[2] / 2, t->ne[3] / 2};
+    return zi_tensor_set_shape (t, t->dtype, 4, shape);
+}
+
 static void
 s_find_fusions (zi_exec_t *self)
 {
@@ -289,9 +300,25 @@ s_find_fusions (zi_exec_t *self)
         if (next >= 0 && s_activation (g, &g->nodes[next], v, &act)) {
             tail = next;
             v = g->nodes[next].out[0];
+            next = v >= 0 ? s_sole_reader (g, self->first, self->last, v) : -1;
+        }
+        //  Conv (+ act) -> 2x2 MaxPool: pooled while the rows are in cache.
+        int pool = -1;
+        if (kind == S_FUSE_CONV && v >= 0 && next >= 0
+            && zi_nn_maxpool_fusable (&g->nodes[next])
+            && g->nodes[next].in[0] == v) {
+            pool = tail = next;
+            v = g->nodes[next].out[0];
         }
         if (tail < 0 || v < 0) {
             continue;
+        }
+        self->fuse_pool[n] = pool;
+        if (pool >= 0 && act.kind != ZI_NN_ACT_NONE) {
+            //  The activation between them is a tail too.
+            int a = s_sole_reader (g, self->first, self->last, head->out[0]);
+            self->fuse[a] = S_FUSE_TAIL;
+            self->fuse_head[a] = n;
         }
         self->fuse[n] = (uint8_t) kind;
         self->fuse_act[n] = act;
@@ -366,6 +393,7 @@ zi_exec_new (const zi_graph_t *g, int first, int last,
     self->fuse_bias = (int *) calloc (nn, sizeof (int));
     self->fuse_out = (int *) calloc (nn, sizeof (int));
     self->fuse_tail = (int *) calloc (nn, sizeof (int));
+    self->fuse_pool = (int *) calloc (nn, sizeof (int));
     self->fuse_head = (int *) calloc (nn, sizeof (int));
     self->fuse_on = (bool *) calloc (nn, sizeof (bool));
     self->packs = (zi_gemm_pack_t **) calloc (nn, sizeof (zi_gemm_pack_t *));
@@ -375,7 +403,7 @@ zi_exec_new (const zi_graph_t *g, int first, int last,
         || !self->last_use || !self->kind || !self->vals || !self->folded
         || !self->node_folded || !self->node_dynamic || !self->offset
         || !self->plan_in || !self->node_seconds || !self->fuse || !self->fuse_act
-        || !self->fuse_bias || !self->fuse_out || !self->fuse_tail || !self->fuse_head
+        || !self->fuse_bias || !self->fuse_out || !self->fuse_tail || !self->fuse_pool || !self->fuse_head
         || !self->fuse_on || !self->packs || !self->pack_folded) {
         zi_exec_destroy (&self);
         zi_fail (err, errlen, ZI_ERR_NOMEM, "out of memory");
@@ -450,6 +478,9 @@ zi_exec_new (const zi_graph_t *g, int first, int last,
     }
     for (int i = 0; i < self->n_outputs; i++) {
         self->is_output[self->outputs[i]] = true;
+    }
+    for (int n = 0; n < g->n_nodes; n++) {
+        self->fuse_pool[n] = -1;
     }
     if (!self->opts.no_fuse && self->last >= self->first) {
         s_find_fusions (self);
@@ -787,10 +818,14 @@ s_plan (zi_exec_t *self, const zi_tensor_t *const *inputs, char *err, size_t err
             bool ok = bias < 0 || zi_nn_matmul_bias_fusable (out[0]->rank, out[0]->ne,
                                                              g->values[bias].init);
             ok = ok && out[0]->dtype == ZI_DT_F32;
+            ok = ok && (self->fuse_pool[n] < 0 || out[0]->rank == 4);
             if (ok) {
                 self->vals[fv] = *out[0];
                 self->vals[fv].data = NULL;
                 self->vals[fv].owns_data = false;
+                if (self->fuse_pool[n] >= 0) {
+                    s_pooled_shape (&self->vals[fv]);
+                }
                 self->kind[fv] = self->is_output[fv] ? S_OUTPUT : S_ARENA;
                 self->kind[node->out[0]] = S_UNUSED;
                 self->fuse_on[n] = true;
@@ -1028,7 +1063,8 @@ s_run_node (zi_exec_t *self, int n, bool fused, zi_kctx_t *ctx)
         return node->op->run (ctx);
     }
     if (self->fuse[n] == S_FUSE_CONV) {
-        return zi_nn_conv_act (ctx, act);
+        return self->fuse_pool[n] >= 0 ? zi_nn_conv_act_maxpool (ctx, act)
+                                       : zi_nn_conv_act (ctx, act);
     }
     return zi_op_fail (ctx, ZI_ERR_INVALID, "not a fused node");
 }
@@ -1085,6 +1121,9 @@ zi_exec_run (zi_exec_t *self, const zi_tensor_t *const *inputs, zi_tensor_t **ou
             planned[k] = out[k] ? out[k]->nbytes : 0;
         }
         rc = node->op->infer (&ctx);
+        if (rc == ZI_OK && fused && self->fuse_pool[n] >= 0) {
+            rc = s_pooled_shape (out[0]);
+        }
         if (rc == ZI_OP_NEEDS_VALUE) {
             rc = zi_fail (err, errlen, ZI_ERR_INVALID, "node '%s' (%s): an input "
                           "value is missing at run time", node->name, node->op_type);

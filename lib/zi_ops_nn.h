@@ -87,6 +87,22 @@ int zi_nn_gemm_bias_act (float *Y, const float *A, const float *B,
 //  same pass over each block of output. act NONE is the plain Conv.
 int zi_nn_conv_act (zi_kctx_t *ctx, zi_nn_act_t act);
 
+//  A 2-D Conv (+ act) followed by a MaxPool that zi_nn_maxpool_fusable
+//  accepts, in one node: ctx as for zi_nn_conv_act except that out = the
+//  pooled Y (N, M, oH / 2, oW / 2). Bit-identical to running the Conv and
+//  then the MaxPool, but each chunk of conv output is pooled while it is
+//  still in cache (AVX-512 stride-1 path) instead of going through memory.
+int zi_nn_conv_act_maxpool (zi_kctx_t *ctx, zi_nn_act_t act);
+
+//  True when a MaxPool node is the 2x2 / stride 2 / no padding / floor /
+//  dilation 1 kind, without Indices, that zi_nn_conv_act_maxpool fuses.
+bool zi_nn_maxpool_fusable (const zi_node_t *node);
+
+//  x (planes, iH, iW) -> y (planes, iH / 2, iW / 2): float32 2x2 / stride 2
+//  max pooling, exactly as the MaxPool op computes it.
+void zi_nn_maxpool_2x2_f32 (float *y, const float *x, int64_t planes,
+                            int64_t iH, int64_t iW);
+
 //  Same for a Gemm node: Y = act (alpha A' B' + beta C).
 int zi_nn_gemm_act (zi_kctx_t *ctx, zi_nn_act_t act);
 

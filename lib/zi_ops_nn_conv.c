@@ -341,6 +341,9 @@ typedef struct {
                                 //  channels per part
     const int64_t *kr;          //  DIRECT: valid column range per kw
     int32_t *koff;              //  VIRT: offset of each k into a padded copy
+    int64_t npix;               //  VIRT: pixels computed per (image, group)
+    bool pool;                  //  VIRT: Y is the 2x2-max-pooled output;
+                                //  chunks are whole pairs of rows
     float *scratch;             //  thread t's block: scratch + t * stride
     int64_t stride;             //  floats
 } s_job_t;
@@ -384,13 +387,22 @@ s_split (s_job_t *job, int64_t base, int64_t npix, int64_t maxtiles,
 //  The padded-input path when the shape allows it: chunks of virtual
 //  pixels of about 16 microkernel tiles, each padded per task into the
 //  thread's scratch (so the copy is still in cache when it is read).
+//  With a fused 2x2 MaxPool, only the 2 (oH / 2) rows the pool reads are
+//  computed, in chunks of whole row pairs.
 static bool
 s_plan_virt (s_job_t *job, int64_t base, int nthr)
 {
     if (!zi_conv_direct_init (&job->sh)) {
         return false;
     }
-    s_split (job, base, job->sh.nvirt, 16, job->cv->Mg, nthr);
+    const int64_t oW = job->sh.Wp;
+    job->npix = job->pool ? job->cv->g.out[1] / 2 * 2 * oW : job->sh.nvirt;
+    s_split (job, base, job->npix, 16, job->cv->Mg, nthr);
+    if (job->pool) {
+        int64_t pair = 2 * oW;
+        job->chunk = (job->chunk + pair - 1) / pair * pair;
+        job->nchunk = (job->npix + job->chunk - 1) / job->chunk;
+    }
     return zi_conv_direct_plan (&job->sh, job->chunk);
 }
 
@@ -439,8 +451,8 @@ s_conv_task (void *arg, int64_t t0, int64_t t1, int thread)
         else if (job->path == S_PATH_VIRT) {
             int64_t c = r / job->nm, part = r % job->nm;
             int64_t v0 = c * job->chunk;
-            int64_t v1 = v0 + job->chunk < job->sh.nvirt ? v0 + job->chunk
-                                                         : job->sh.nvirt;
+            int64_t v1 = v0 + job->chunk < job->npix ? v0 + job->chunk
+                                                     : job->npix;
             int64_t m0 = part * job->mstep;
             int64_t m1 = m0 + job->mstep < cv->Mg ? m0 + job->mstep : cv->Mg;
             //  Consecutive channel parts of one chunk share its copy.
@@ -448,8 +460,26 @@ s_conv_task (void *arg, int64_t t0, int64_t t1, int thread)
                 zi_conv_pad (scratch, xg, &job->sh, v0, v1);
                 packed = t / job->nm;
             }
-            zi_conv_direct (yg, scratch, job->koff, wg, bg, m0, m1, &job->sh,
-                            v0, v1, job->act);
+            if (!job->pool) {
+                zi_conv_direct (yg + m0 * cv->osz + v0, cv->osz, scratch,
+                                job->koff, wg, bg, m0, m1, &job->sh, v0, v1,
+                                job->act);
+                continue;
+            }
+            //  Conv rows [v0, v1) / oW of channels [m0, m1) into the
+            //  thread's block after its copy, then pooled into Y while
+            //  they are in cache.
+            const int64_t oW = g->out[2], pW = oW / 2;
+            const int64_t psz = g->out[1] / 2 * pW;
+            float *tmp = scratch + job->sh.xpsz;
+            zi_conv_direct (tmp, v1 - v0, scratch, job->koff, wg, bg, m0, m1,
+                            &job->sh, v0, v1, job->act);
+            float *yp = job->Y + (n * cv->M + gi * cv->Mg + m0) * psz
+                        + v0 / oW / 2 * pW;
+            for (int64_t m = m0; m < m1; m++, yp += psz) {
+                zi_nn_maxpool_2x2_f32 (yp, tmp + (m - m0) * (v1 - v0), 1,
+                                       (v1 - v0) / oW, oW);
+            }
         }
         else {
             int64_t c = r / job->nm, part = r % job->nm;
@@ -468,8 +498,28 @@ s_conv_task (void *arg, int64_t t0, int64_t t1, int thread)
     }
 }
 
-int
-zi_nn_conv_act (zi_kctx_t *ctx, zi_nn_act_t act)
+//  Planes [p0, p1) of a conv output (planes, iH, iW) max-pooled 2x2.
+typedef struct {
+    float *y;
+    const float *x;
+    int64_t iH, iW;
+} s_pool_job_t;
+
+static void
+s_pool_task (void *arg, int64_t p0, int64_t p1, int thread)
+{
+    (void) thread;
+    const s_pool_job_t *j = (const s_pool_job_t *) arg;
+    const int64_t psz = j->iH / 2 * (j->iW / 2);
+    zi_nn_maxpool_2x2_f32 (j->y + p0 * psz, j->x + p0 * j->iH * j->iW,
+                           p1 - p0, j->iH, j->iW);
+}
+
+//  The Conv (+ act) into Y, or with `pool` into the 2x2-max-pooled Y:
+//  fused per chunk on the AVX-512 stride-1 path, else through a whole
+//  conv output buffer then zi_nn_maxpool_2x2_f32.
+static int
+s_conv_run (zi_kctx_t *ctx, zi_nn_act_t act, bool pool)
 {
     s_conv_t cv;
     int rc = s_conv_geom (ctx, &cv);
@@ -482,6 +532,13 @@ zi_nn_conv_act (zi_kctx_t *ctx, zi_nn_act_t act)
     const float *B = b ? (const float *) b->data : NULL;
     float *Y = (float *) ctx->out[0]->data;
     const zi_nn_geom_t *g = &cv.g;
+    if (pool && (g->nd != 2 || g->out[1] / 2 == 0 || g->out[2] / 2 == 0)) {
+        if (g->nd != 2) {
+            return zi_op_fail (ctx, ZI_ERR_INVALID,
+                               "a fused MaxPool needs a 2-D Conv");
+        }
+        return ZI_OK;   //  the pooled output is empty
+    }
     if (cv.N == 0 || cv.M == 0 || cv.osz == 0) {
         return ZI_OK;
     }
@@ -507,7 +564,7 @@ zi_nn_conv_act (zi_kctx_t *ctx, zi_nn_act_t act)
                                 + g->k[2] * g->d[2] + g->pb[2] + g->in[2]
                             < INT32_MAX;
     s_job_t job = {.cv = &cv, .X = X, .W = W, .B = B, .Y = Y, .act = act,
-                   .nm = 1};
+                   .nm = 1, .pool = pool};
     job.sh = (zi_conv_shape_t){.g = *g, .Cg = cv.Cg, .Kc = cv.Kc,
                                .isz = cv.isz, .osz = cv.osz};
     int64_t ntask = cv.N * cv.group;
@@ -521,6 +578,11 @@ zi_nn_conv_act (zi_kctx_t *ctx, zi_nn_act_t act)
         job.path = S_PATH_VIRT;
         ntask *= job.nchunk * job.nm;
         job.stride = job.sh.xpsz;
+        if (pool) {
+            //  plus the conv rows of one task, before pooling
+            job.stride += (job.mstep * job.chunk + ZI_CONV_PANEL - 1)
+                          / ZI_CONV_PANEL * ZI_CONV_PANEL;
+        }
     }
     else if (avx) {
         job.path = S_PATH_PACKED;
@@ -550,12 +612,30 @@ zi_nn_conv_act (zi_kctx_t *ctx, zi_nn_act_t act)
             return zi_op_fail (ctx, ZI_ERR_OVERFLOW, "column buffer overflows");
         }
     }
+    float *full = NULL;     //  pool off the fused path: the conv output
+    if (pool && job.path != S_PATH_VIRT) {
+        job.pool = false;
+        int64_t count;
+        if (__builtin_mul_overflow (cv.N, cv.M, &count)
+            || __builtin_mul_overflow (count, cv.osz, &count)
+            || (uint64_t) count > SIZE_MAX / sizeof (float)) {
+            return zi_op_fail (ctx, ZI_ERR_OVERFLOW, "conv output overflows");
+        }
+        full = (float *) malloc ((size_t) count * sizeof (float));
+        if (!full) {
+            return zi_op_fail (ctx, ZI_ERR_NOMEM,
+                               "cannot allocate the %lld-float conv output",
+                               (long long) count);
+        }
+        job.Y = full;
+    }
     if (job.path == S_PATH_DIRECT) {
         //  The column ranges depend on kw only: compute them once, not per
         //  row (two integer divisions each would cost more than the row).
         int64_t *kr = (int64_t *) malloc ((size_t) g->k[2] * 2 * sizeof *kr);
         if (!kr) {
-            return zi_op_fail (ctx, ZI_ERR_NOMEM, "out of memory");
+            rc = zi_op_fail (ctx, ZI_ERR_NOMEM, "out of memory");
+            goto out;
         }
         for (int64_t kw = 0; kw < g->k[2]; kw++) {
             zi_nn_valid_range (g->out[2], g->in[2], g->s[2],
@@ -569,14 +649,16 @@ zi_nn_conv_act (zi_kctx_t *ctx, zi_nn_act_t act)
         int64_t total;
         if (__builtin_mul_overflow (job.stride, (int64_t) nthr, &total)
             || (uint64_t) total > (SIZE_MAX - 64) / sizeof (float)) {
-            return zi_op_fail (ctx, ZI_ERR_OVERFLOW, "column buffer overflows");
+            rc = zi_op_fail (ctx, ZI_ERR_OVERFLOW, "column buffer overflows");
+            goto out;
         }
         size_t bytes = ((size_t) total * sizeof (float) + 63) / 64 * 64;
         job.scratch = (float *) aligned_alloc (64, bytes);
         if (!job.scratch) {
-            return zi_op_fail (ctx, ZI_ERR_NOMEM,
-                               "cannot allocate a %lld-float column buffer",
-                               (long long) total);
+            rc = zi_op_fail (ctx, ZI_ERR_NOMEM,
+                             "cannot allocate a %lld-float column buffer",
+                             (long long) total);
+            goto out;
         }
         if (job.path == S_PATH_VIRT) {
             //  zi_conv_pad wants its copies zeroed once (see zi_conv.h).
@@ -586,8 +668,8 @@ zi_nn_conv_act (zi_kctx_t *ctx, zi_nn_act_t act)
     if (job.path == S_PATH_VIRT) {
         job.koff = (int32_t *) malloc ((size_t) cv.Kc * sizeof *job.koff);
         if (!job.koff) {
-            free (job.scratch);
-            return zi_op_fail (ctx, ZI_ERR_NOMEM, "out of memory");
+            rc = zi_op_fail (ctx, ZI_ERR_NOMEM, "out of memory");
+            goto out;
         }
         zi_conv_direct_offsets (job.koff, &job.sh);
     }
@@ -612,11 +694,32 @@ zi_nn_conv_act (zi_kctx_t *ctx, zi_nn_act_t act)
     const double least = zi_conv_min_flops ();
     int64_t grain = work >= least ? 1 : (int64_t) (least / work);
     zi_pool_for (ctx->pool, ntask, grain, s_conv_task, &job);
+    if (full) {
+        s_pool_job_t pj = {Y, full, g->out[1], g->out[2]};
+        zi_pool_for (ctx->pool, cv.N * cv.M, 1, s_pool_task, &pj);
+    }
+    rc = ZI_OK;
+out:
+    free (full);
     free (job.koff);
     free (job.scratch);
     free ((void *) job.kr);
-    return ZI_OK;
+    return rc;
 }
+
+int
+zi_nn_conv_act (zi_kctx_t *ctx, zi_nn_act_t act)
+{
+    return s_conv_run (ctx, act, false);
+}
+
+int
+zi_nn_conv_act_maxpool (zi_kctx_t *ctx, zi_nn_act_t act)
+{
+    return s_conv_run (ctx, act, true);
+}
+
+
 
 //  ConvTranspose ----------------------------------------------------------------------
 

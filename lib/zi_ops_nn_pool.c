@@ -370,6 +370,59 @@ s_maxpool_2x2_avx512 (float *y, const float *x, int64_t planes,
 #define S_HAVE_AVX512_POOL 0
 #endif
 
+bool
+zi_nn_maxpool_fusable (const zi_node_t *node)
+{
+    if (strcmp (node->op_type, "MaxPool") != 0 || *node->domain
+        || node->n_in != 1 || node->n_out < 1
+        || (node->n_out > 1 && node->out[1] >= 0)) {
+        return false;
+    }
+    int n;
+    const int64_t *k = zi_node_attr_ints (node, "kernel_shape", &n);
+    if (!k || n != 2 || k[0] != 2 || k[1] != 2) {
+        return false;
+    }
+    const int64_t *st = zi_node_attr_ints (node, "strides", &n);
+    if (!st || n != 2 || st[0] != 2 || st[1] != 2) {
+        return false;
+    }
+    const int64_t *p = zi_node_attr_ints (node, "pads", &n);
+    for (int i = 0; p && i < n; i++) {
+        if (p[i] != 0) {
+            return false;
+        }
+    }
+    const int64_t *d = zi_node_attr_ints (node, "dilations", &n);
+    for (int i = 0; d && i < n; i++) {
+        if (d[i] != 1) {
+            return false;
+        }
+    }
+    const char *ap = zi_node_attr_string (node, "auto_pad", "NOTSET");
+    return zi_node_attr_int (node, "ceil_mode", 0) == 0
+           && (strcmp (ap, "NOTSET") == 0 || strcmp (ap, "VALID") == 0);
+}
+
+void
+zi_nn_maxpool_2x2_f32 (float *y, const float *x, int64_t planes, int64_t iH,
+                       int64_t iW)
+{
+    zi_nn_geom_t g = {.nd = 2,
+                      .in = {1, iH, iW},
+                      .out = {1, iH / 2, iW / 2},
+                      .k = {1, 2, 2},
+                      .s = {1, 2, 2},
+                      .d = {1, 1, 1}};
+#if S_HAVE_AVX512_POOL
+    if (zi_conv_avx512 ()) {
+        s_maxpool_2x2_avx512 (y, x, planes, &g);
+        return;
+    }
+#endif
+    s_maxpool_2x2 (y, x, planes, &g);
+}
+
 //  Plane ranges of a MaxPool over the pool's threads.
 typedef struct {
     zi_dtype_t dtype;

@@ -234,6 +234,11 @@ Test (exec, fusion_changes_nothing)
             if (!strstr (s_models[m], "resnet_tiny")) {
                 cr_assert_gt (zi_exec_n_fused (ex), 0, "%s: nothing fused", s_models[m]);
             }
+            if (strstr (s_models[m], "fashion")) {
+                //  Conv + Relu + MaxPool twice, Gemm + Relu
+                cr_assert_eq (zi_exec_n_fused (ex), 5, "%s: %d tails fused", s_models[m],
+                              zi_exec_n_fused (ex));
+            }
             for (int k = 0; k < zi_exec_n_outputs (ex); k++) {
                 zi_tensor_destroy (&y[k]);
             }

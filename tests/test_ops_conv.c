@@ -415,3 +415,97 @@ Test (ops_conv, maxpool_generic_is_thread_identical)
     zi_tensor_destroy (&x);
     zi_pool_destroy (&pool);
 }
+
+//  Conv (+ act) with a fused 2x2 MaxPool --------------------------------------
+
+//  Run c's Conv + act + 2x2/s2 MaxPool as one node (zi_nn_conv_act_maxpool).
+static zi_tensor_t *
+run_conv_pool (const tconv_t *c, const zi_tensor_t *x, const zi_tensor_t *w,
+               const zi_tensor_t *b, zi_nn_act_t act, zi_pool_t *pool)
+{
+    tnode_t t;
+    tn_init (&t, "Conv", b ? 3 : 2);
+    tn_ints (&t, "kernel_shape", 2, (int64_t[]){c->kh, c->kw});
+    tn_ints (&t, "strides", 2, (int64_t[]){c->sh, c->sw});
+    tn_ints (&t, "dilations", 2, (int64_t[]){c->dh, c->dw});
+    tn_ints (&t, "pads", 4, (int64_t[]){c->pt, c->pl, c->pb, c->pr});
+    tn_int (&t, "group", c->group);
+    cr_assert_eq (zi_op_check_node (&t.node, t.err, sizeof t.err), 0, "%s",
+                  t.err);
+    const zi_tensor_t *in[] = {x, w, b};
+    zi_tensor_t *y = (zi_tensor_t *) calloc (1, sizeof *y);
+    zi_tensor_t *out[] = {y};
+    zi_kctx_t ctx = {.node = &t.node, .n_in = b ? 3 : 2, .in = in,
+                     .n_out = 1, .out = out,
+                     .nthreads = zi_pool_size (pool), .pool = pool,
+                     .err = t.err, .errlen = sizeof t.err};
+    cr_assert_eq (zi_nn_conv_infer (&ctx), 0, "%s", t.err);
+    int64_t shape[4] = {y->ne[0], y->ne[1], y->ne[2] / 2, y->ne[3] / 2};
+    cr_assert_eq (zi_tensor_set_shape (y, ZI_DT_F32, 4, shape), 0);
+    y->data = malloc (y->nbytes ? y->nbytes : 1);
+    y->owns_data = true;
+    memset (y->data, 0xff, y->nbytes);
+    cr_assert_eq (zi_nn_conv_act_maxpool (&ctx, act), 0, "%s", t.err);
+    return y;
+}
+
+Test (ops_conv, fused_maxpool_is_bit_identical_to_conv_then_maxpool)
+{
+    //  Every 2-D shape above (the fused chunked path for stride 1 in H, a
+    //  whole conv output then the pool for the others), both CPU paths,
+    //  1..3 threads split as far as they go, with and without ReLU, and
+    //  NaN inputs (whose handling the pool must keep).
+    zi_conv_set_min_flops (0);
+    zi_pool_t *pools[3] = {NULL, zi_pool_new (2), zi_pool_new (3)};
+    cr_assert (pools[1] && pools[2]);
+    const zi_nn_act_t acts[] = {{ZI_NN_ACT_RELU, 0.0f, 0.0f},
+                                {ZI_NN_ACT_NONE, 0.0f, 0.0f}};
+    int fused = 0;
+    for (int avx = 0; avx < 2; avx++) {
+        zi_conv_set_avx512 (avx);
+        for (size_t i = 0; i < N_SHAPES; i++) {
+            const tconv_t *c = &s_shapes[i];
+            zi_tensor_t *x, *w, *b;
+            make_inputs (c, &x, &w, &b);
+            float *xd = (float *) x->data;
+            for (int64_t j = 5; j < zi_tensor_count (x); j += 101) {
+                xd[j] = NAN;
+            }
+            const zi_nn_act_t act = acts[i % 2];
+            zi_tensor_t *conv = run_conv (c, x, w, b, act, NULL);
+            if (conv->ne[2] < 2 || conv->ne[3] < 2) {
+                //  The pooled output is empty (MaxPool would refuse it).
+                zi_tensor_t *got = run_conv_pool (c, x, w, b, act, NULL);
+                cr_assert_eq (zi_tensor_count (got), 0);
+                zi_tensor_destroy (&got);
+                zi_tensor_destroy (&conv);
+                zi_tensor_destroy (&x);
+                zi_tensor_destroy (&w);
+                zi_tensor_destroy (&b);
+                continue;
+            }
+            zi_tensor_t *want = run_maxpool (conv, 2, 2, NULL);
+            for (int p = 0; p < 3; p++) {
+                zi_tensor_t *got = run_conv_pool (c, x, w, b, act, pools[p]);
+                cr_assert (zi_tensor_same_shape (got, want),
+                           "shape %zu: pooled shape", i);
+                cr_assert (memcmp (got->data, want->data, want->nbytes) == 0,
+                           "shape %zu avx %d, %d threads: fused Conv + "
+                           "MaxPool differs from Conv then MaxPool",
+                           i, avx, p + 1);
+                zi_tensor_destroy (&got);
+            }
+            fused += zi_tensor_count (want) > 0;
+            zi_tensor_destroy (&want);
+            zi_tensor_destroy (&conv);
+            zi_tensor_destroy (&x);
+            zi_tensor_destroy (&w);
+            zi_tensor_destroy (&b);
+        }
+    }
+    cr_assert_gt (fused, 20);
+    zi_pool_destroy (&pools[1]);
+    zi_pool_destroy (&pools[2]);
+    zi_conv_set_avx512 (-1);
+    zi_conv_set_min_flops (-1);
+}
