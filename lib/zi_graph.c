@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "zi_error.h"
 #include "zi_ops.h"
 
 zi_graph_t *
@@ -323,6 +324,176 @@ out:
     free (order);
     free (producer);
     free (done);
+    return rc;
+}
+
+//  -------------------------------------------------------------------------
+//  Constant folding
+
+//  Try to fold node n: all its inputs are constants. Returns 1 when folded
+//  (outputs are now initializers), 0 when left alone, or ZI_ERR_NOMEM.
+static int
+s_fold_node (zi_graph_t *self, int n)
+{
+    zi_node_t *node = &self->nodes[n];
+    if (!node->op || node->n_in > 64 || node->n_out > 64 || node->n_out < 1) {
+        return 0;
+    }
+    const zi_tensor_t *in[64];
+    zi_tensor_t slot[64];
+    zi_tensor_t *out[64];
+    zi_tensor_t *made[64] = {0};
+    size_t in_bytes = 0;
+    int present = 0;
+    for (int k = 0; k < node->n_in; k++) {
+        int v = node->in[k];
+        in[k] = NULL;
+        if (v < 0) {
+            continue;
+        }
+        if (!self->values[v].init) {
+            return 0;
+        }
+        in[k] = self->values[v].init;
+        in_bytes += in[k]->nbytes;
+        present++;
+    }
+    if (present == 0) {
+        return 0;
+    }
+    for (int k = 0; k < node->n_out; k++) {
+        int v = node->out[k];
+        memset (&slot[k], 0, sizeof slot[k]);
+        out[k] = v >= 0 ? &slot[k] : NULL;
+        if (v >= 0 && (self->values[v].is_output || self->values[v].init)) {
+            return 0;
+        }
+    }
+    char why[256];
+    zi_kctx_t ctx = {node, node->n_in, in, node->n_out, out, 0, NULL, why, sizeof why};
+    if (node->op->infer (&ctx) != ZI_OK) {
+        return 0;           //  NEEDS_VALUE cannot happen; errors: the executor says
+    }
+    size_t out_bytes = 0;
+    for (int k = 0; k < node->n_out; k++) {
+        if (out[k]) {
+            if (out[k]->rank < 0 || !zi_dtype_valid (out[k]->dtype)) {
+                return 0;
+            }
+            out_bytes += out[k]->nbytes;
+        }
+    }
+    if (out_bytes > in_bytes + ZI_GRAPH_FOLD_GROWTH) {
+        return 0;
+    }
+    int rc = 1;
+    for (int k = 0; k < node->n_out; k++) {
+        if (!out[k]) {
+            continue;
+        }
+        //  out (shape as inferred) -> owned tensor the kernel fills
+        made[k] = zi_tensor_new (out[k]->dtype, out[k]->rank, out[k]->ne);
+        if (!made[k]) {
+            rc = ZI_ERR_NOMEM;
+            goto undo;
+        }
+        out[k]->data = made[k]->data;
+    }
+    if (node->op->run (&ctx) != ZI_OK) {
+        rc = 0;
+        goto undo;
+    }
+    for (int k = 0; k < node->n_out; k++) {
+        if (!made[k]) {
+            continue;
+        }
+        zi_value_t *val = &self->values[node->out[k]];
+        val->init = made[k];
+        val->dtype = made[k]->dtype;
+        val->rank = made[k]->rank;
+        memcpy (val->shape, made[k]->ne, sizeof val->shape);
+        val->producer = -1;
+    }
+    return 1;
+undo:
+    for (int k = 0; k < node->n_out; k++) {
+        zi_tensor_destroy (&made[k]);
+    }
+    return rc;
+}
+
+int
+zi_graph_fold_constants (zi_graph_t *self, int *n_folded, char *err, size_t errlen)
+{
+    int n = self->n_nodes, folded = 0, rc = ZI_OK;
+    bool *gone = (bool *) calloc ((size_t) (n > 0 ? n : 1), sizeof (bool));
+    //  Per value: read by a folded node (its initializer may be unneeded now).
+    bool *fed = (bool *) calloc ((size_t) (self->n_values > 0 ? self->n_values : 1),
+                                 sizeof (bool));
+    if (!gone || !fed) {
+        free (gone);
+        free (fed);
+        return zi_fail (err, errlen, ZI_ERR_NOMEM, "out of memory folding constants");
+    }
+    //  Topological order: a node's constant inputs were folded before it.
+    for (int i = 0; i < n; i++) {
+        int r = s_fold_node (self, i);
+        if (r < 0) {
+            rc = zi_fail (err, errlen, r, "node '%s' (%s): out of memory folding a "
+                          "constant", self->nodes[i].name, self->nodes[i].op_type);
+            break;
+        }
+        if (r == 1) {
+            gone[i] = true;
+            folded++;
+            for (int k = 0; k < self->nodes[i].n_in; k++) {
+                if (self->nodes[i].in[k] >= 0) {
+                    fed[self->nodes[i].in[k]] = true;
+                }
+            }
+        }
+    }
+    if (folded > 0) {
+        //  Drop the folded nodes, keeping the order of the others.
+        int kept = 0;
+        for (int i = 0; i < n; i++) {
+            if (gone[i]) {
+                s_node_clear (&self->nodes[i]);
+            }
+            else {
+                self->nodes[kept++] = self->nodes[i];
+            }
+        }
+        self->n_nodes = kept;
+        for (int v = 0; v < self->n_values; v++) {
+            self->values[v].producer = -1;
+        }
+        for (int i = 0; i < kept; i++) {
+            const zi_node_t *node = &self->nodes[i];
+            for (int k = 0; k < node->n_out; k++) {
+                if (node->out[k] >= 0) {
+                    self->values[node->out[k]].producer = i;
+                }
+            }
+            for (int k = 0; k < node->n_in; k++) {
+                if (node->in[k] >= 0) {
+                    fed[node->in[k]] = false;       //  still read
+                }
+            }
+        }
+        //  A weight that only folded nodes read (the source of an Identity)
+        //  would be a second copy: free it.
+        for (int v = 0; v < self->n_values; v++) {
+            if (fed[v] && !self->values[v].is_output) {
+                zi_tensor_destroy (&self->values[v].init);
+            }
+        }
+    }
+    free (gone);
+    free (fed);
+    if (n_folded) {
+        *n_folded = folded;
+    }
     return rc;
 }
 

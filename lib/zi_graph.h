@@ -130,6 +130,26 @@ void zi_attr_clear (zi_attr_t *attr);
 //  input is never produced, or a cycle.
 int zi_graph_sort (zi_graph_t *self, char *err, size_t errlen);
 
+//  Constant folding at load time: every node whose inputs are all constants
+//  (initializers, folded Constant nodes, outputs of nodes folded before it)
+//  runs once here, its outputs become initializers and the node leaves the
+//  graph; chains (Identity of a weight, Reshape / Cast / Transpose of one,
+//  Shape of one and what follows) fold in one pass. Why: torch exports
+//  shared weights as Identity(initializer) at the start of the graph, and
+//  an unfolded constant would cross a segment cut as if it were an
+//  activation, without a batch axis; as an initializer it belongs to the
+//  segments that read it, like any weight.
+//  Not folded: nodes without inputs, nodes producing a graph output, nodes
+//  whose outputs would exceed their inputs' bytes by more than
+//  ZI_GRAPH_FOLD_GROWTH (an Expand / ConstantOfShape stays a node: the
+//  executor folds it per plan), and nodes whose kernel fails (the executor
+//  reports that error when it runs them). Initializers that only folded
+//  nodes read are freed. The graph must be sorted with kernels resolved;
+//  it stays sorted. *n_folded (optional) receives the count. Returns 0, or
+//  ZI_ERR_NOMEM (the graph is then still valid, partly folded).
+#define ZI_GRAPH_FOLD_GROWTH ((size_t) 16 << 20)
+int zi_graph_fold_constants (zi_graph_t *self, int *n_folded, char *err, size_t errlen);
+
 //  Attribute lookup on a node: returns the attribute or NULL.
 const zi_attr_t *zi_node_attr (const zi_node_t *node, const char *name);
 

@@ -58,6 +58,11 @@
 
     Constant nodes (value, value_float(s), value_int(s)) are folded into
     initializers; sparse_value and value_string(s) are unsupported.
+    After sorting, every other node whose inputs are all constants
+    (Identity of a weight, Reshape / Cast of one, ...) is folded into
+    initializers too (zi_graph_fold_constants), so the node indices plans
+    use count only nodes that compute on the graph's inputs, and no
+    weight-derived tensor can cross a segment cut.
 */
 #include "zi_onnx.h"
 
@@ -1525,6 +1530,15 @@ s_build (s_loader_t *ld, Onnx__ModelProto *m, zi_graph_t **graph_p, char *err,
     if (rc) {
         rc = zi_fail (err, errlen, rc, "%s: %s", ld->label,
                       rc == ZI_ERR_NOMEM ? "out of memory" : why);
+        goto fail;
+    }
+    //  Nodes of constants only (Identity of a weight, as torch exports
+    //  shared biases) become initializers before anyone plans or cuts the
+    //  graph: a weight then belongs to the segments that read it, never
+    //  crosses a cut (zi_graph_fold_constants).
+    rc = zi_graph_fold_constants (g, NULL, why, sizeof why);
+    if (rc) {
+        rc = zi_fail (err, errlen, rc, "%s: %s", ld->label, why);
         goto fail;
     }
     if (ld->maps) {

@@ -158,11 +158,152 @@ zi_planner_costs (const zi_graph_t *g, const zi_tensor_t *const *inputs,
     return ZI_OK;
 }
 
+//  dim 0 of every planned value (-1: rank unknown, -2: a scalar).
+static void
+s_dim0 (const zi_graph_t *g, const zi_exec_t *ex, int64_t *dim0)
+{
+    for (int v = 0; v < g->n_values; v++) {
+        const zi_tensor_t *t = zi_exec_value (ex, v);
+        dim0[v] = !t || t->rank < 0 ? -1 : t->rank == 0 ? -2 : t->ne[0];
+    }
+}
+
+int
+zi_planner_batched (const zi_graph_t *g, const zi_tensor_t *const *inputs,
+                    signed char *batched, char *err, size_t errlen)
+{
+    int nv = g->n_values > 0 ? g->n_values : 1;
+    int ni = g->n_inputs > 0 ? g->n_inputs : 1;
+    int64_t *a = (int64_t *) calloc ((size_t) nv, sizeof (int64_t));
+    int64_t *b = (int64_t *) calloc ((size_t) nv, sizeof (int64_t));
+    zi_tensor_t *probe = (zi_tensor_t *) calloc ((size_t) ni, sizeof (zi_tensor_t));
+    const zi_tensor_t **pin = (const zi_tensor_t **) calloc ((size_t) ni, sizeof *pin);
+    zi_exec_t *ex = zi_exec_new (g, 0, -1, NULL, err, errlen);
+    int rc = ZI_OK;
+    if (!ex) {
+        rc = ZI_ERR_INVALID;
+        goto out;
+    }
+    if (!a || !b || !probe || !pin) {
+        rc = zi_fail (err, errlen, ZI_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    //  The batch: dim 0 of the inputs whose declared dim 0 is symbolic.
+    int64_t batch = -1;
+    bool varies = false;
+    for (int i = 0; i < g->n_inputs; i++) {
+        const zi_value_t *v = &g->values[g->inputs[i]];
+        //  probe: as given, with a symbolic dim 0 one larger
+        probe[i] = *inputs[i];
+        probe[i].owns_data = false;
+        probe[i].data = NULL;
+        if (v->rank >= 1 && v->shape[0] < 0 && inputs[i]->rank >= 1) {
+            int64_t shape[ZI_MAX_RANK];
+            memcpy (shape, inputs[i]->ne, sizeof shape);
+            batch = inputs[i]->ne[0];
+            shape[0] = batch + 1;
+            memset (&probe[i], 0, sizeof probe[i]);
+            if (zi_tensor_set_shape (&probe[i], inputs[i]->dtype, inputs[i]->rank, shape)) {
+                rc = zi_fail (err, errlen, ZI_ERR_INVALID, "input '%s': bad shape", v->name);
+                goto out;
+            }
+            varies = true;
+        }
+        pin[i] = &probe[i];
+    }
+    if (batch < 0 && g->n_inputs > 0 && inputs[0]->rank >= 1) {
+        batch = inputs[0]->ne[0];
+    }
+    rc = zi_exec_prepare (ex, inputs, err, errlen);
+    if (rc) {
+        goto out;
+    }
+    s_dim0 (g, ex, a);
+    if (varies) {
+        rc = zi_exec_prepare (ex, pin, err, errlen);
+        if (rc) {
+            goto out;
+        }
+        s_dim0 (g, ex, b);
+    }
+    for (int v = 0; v < g->n_values; v++) {
+        const zi_value_t *val = &g->values[v];
+        if (val->init || val->is_input || val->producer < 0) {
+            batched[v] = 1;
+        }
+        else if (a[v] == -1 || (varies && b[v] == -1)) {
+            batched[v] = -1;
+        }
+        else {
+            bool ok = batch >= 0 && a[v] == batch && (!varies || b[v] == batch + 1);
+            batched[v] = ok ? 1 : 0;
+        }
+    }
+out:
+    zi_exec_destroy (&ex);
+    free (a);
+    free (b);
+    free (probe);
+    free (pin);
+    return rc;
+}
+
+int
+zi_planner_safe_cuts (const zi_graph_t *g, const zi_tensor_t *const *inputs, int *bad,
+                      char *err, size_t errlen)
+{
+    int nv = g->n_values > 0 ? g->n_values : 1;
+    signed char *batched = (signed char *) calloc ((size_t) nv, 1);
+    int *last_read = (int *) calloc ((size_t) nv, sizeof (int));
+    if (!batched || !last_read) {
+        free (batched);
+        free (last_read);
+        return zi_fail (err, errlen, ZI_ERR_NOMEM, "out of memory");
+    }
+    int rc = zi_planner_batched (g, inputs, batched, err, errlen);
+    if (rc) {
+        free (batched);
+        free (last_read);
+        return rc;
+    }
+    for (int v = 0; v < g->n_values; v++) {
+        last_read[v] = -1;
+    }
+    for (int n = 0; n < g->n_nodes; n++) {
+        bad[n] = -1;
+        for (int k = 0; k < g->nodes[n].n_in; k++) {
+            int v = g->nodes[n].in[k];
+            if (v >= 0 && n > last_read[v]) {
+                last_read[v] = n;
+            }
+        }
+    }
+    //  v crosses every cut j with producer <= j < last reader.
+    for (int v = 0; v < g->n_values; v++) {
+        if (batched[v] != 0) {
+            continue;
+        }
+        for (int j = g->values[v].producer; j >= 0 && j < last_read[v]; j++) {
+            if (bad[j] < 0) {
+                bad[j] = v;
+            }
+        }
+    }
+    int forbidden = 0;
+    for (int j = 0; j < g->n_nodes; j++) {
+        forbidden += bad[j] >= 0 ? 1 : 0;
+    }
+    free (batched);
+    free (last_read);
+    return forbidden;
+}
+
 //  Minimal bottleneck max_s cost(s)/cap(s) over cuts into k segments, by
 //  dynamic programming over prefix sums: best[s][j] = the bottleneck of the
 //  best split of nodes 0..j into segments 0..s.
 static double
-s_best_bottleneck (int n, const double *prefix, int k, const double *cap, double *best)
+s_best_bottleneck (int n, const double *prefix, int k, const double *cap,
+                   const bool *allowed, double *best)
 {
     //  best is (k, n) row-major
     for (int j = 0; j < n; j++) {
@@ -173,6 +314,9 @@ s_best_bottleneck (int n, const double *prefix, int k, const double *cap, double
             double b = DBL_MAX;
             //  segment s holds nodes i+1..j; segments before hold 0..i
             for (int i = s - 1; i < j; i++) {
+                if (allowed && !allowed[i]) {
+                    continue;
+                }
                 double here = (prefix[j + 1] - prefix[i + 1]) / cap[s];
                 double prev = best[(s - 1) * n + i];
                 double m = here > prev ? here : prev;
@@ -191,6 +335,15 @@ zi_planner_cut (int n, const double *cost, const double *cross_bytes, int k,
                 const double *capacity, double tolerance, int *seg_last,
                 double *bottleneck, char *err, size_t errlen)
 {
+    return zi_planner_cut_allowed (n, cost, cross_bytes, k, capacity, NULL, tolerance,
+                                   seg_last, bottleneck, err, errlen);
+}
+
+int
+zi_planner_cut_allowed (int n, const double *cost, const double *cross_bytes, int k,
+                        const double *capacity, const bool *allowed, double tolerance,
+                        int *seg_last, double *bottleneck, char *err, size_t errlen)
+{
     if (k < 1 || n < 1) {
         return zi_fail (err, errlen, ZI_ERR_INVALID, "need at least one segment and "
                         "one node (got %d segments, %d nodes)", k, n);
@@ -203,6 +356,17 @@ zi_planner_cut (int n, const double *cost, const double *cross_bytes, int k,
         if (!(capacity[s] > 0) || !isfinite (capacity[s])) {
             return zi_fail (err, errlen, ZI_ERR_INVALID, "segment %d: capacity must be "
                             "a positive number (got %g)", s, capacity[s]);
+        }
+    }
+    if (allowed) {
+        int places = 0;
+        for (int j = 0; j < n - 1; j++) {
+            places += allowed[j] ? 1 : 0;
+        }
+        if (places < k - 1) {
+            return zi_fail (err, errlen, ZI_ERR_INVALID, "cannot cut into %d segments: "
+                            "only %d of the %d places between nodes may be cut", k, places,
+                            n - 1);
         }
     }
     size_t cells = (size_t) k * (size_t) n;
@@ -221,7 +385,7 @@ zi_planner_cut (int n, const double *cost, const double *cross_bytes, int k,
     for (int j = 0; j < n; j++) {
         prefix[j + 1] = prefix[j] + (cost[j] > 0 ? cost[j] : 0.0);
     }
-    double opt = s_best_bottleneck (n, prefix, k, capacity, best);
+    double opt = s_best_bottleneck (n, prefix, k, capacity, allowed, best);
     //  Second pass: among splits whose every segment stays within the
     //  tolerated bottleneck, minimise the bytes crossing the cuts.
     double limit = opt * (1.0 + tolerance) + 1e-12 * (opt > 0 ? opt : 1.0);
@@ -235,6 +399,9 @@ zi_planner_cut (int n, const double *cost, const double *cross_bytes, int k,
             double b = DBL_MAX;
             int arg = -1;
             for (int i = s - 1; i < j; i++) {
+                if (allowed && !allowed[i]) {
+                    continue;
+                }
                 double prev = bytes[(s - 1) * n + i];
                 if (prev == DBL_MAX) {
                     continue;

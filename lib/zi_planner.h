@@ -19,6 +19,7 @@
 #ifndef ZI_PLANNER_H_INCLUDED
 #define ZI_PLANNER_H_INCLUDED
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "zi_exec.h"
@@ -47,6 +48,30 @@ int zi_planner_costs (const zi_graph_t *g, const zi_tensor_t *const *inputs,
                       zi_node_cost_t *costs, double *cross_bytes, char *err,
                       size_t errlen);
 
+//  Which values carry the batch axis. A tensor that crosses a cut travels
+//  with its micro-batch through the broker, which splits, coalesces and
+//  re-joins tasks along axis 0: it must have the batch as its dim 0, or a
+//  coalesced task would join, say, two copies of a [8] bias into a [16].
+//  inputs are the graph inputs as for zi_planner_costs, batch B in dim 0 of
+//  those whose declared dim 0 is symbolic; the graph is planned again at
+//  batch B+1, and a value is batched when its dim 0 is B, then B+1.
+//  (Without a symbolic dim 0 the batch cannot vary: a value is batched when
+//  its dim 0 equals the first input's.) batched[v] (g->n_values entries)
+//  receives 1 (batched, or a graph input or constant: never a cut tensor),
+//  0 (no batch axis: a Shape -> Gather -> Concat result, a constant the
+//  loader did not fold) or -1 (shape known only at run time). Returns 0 or
+//  an error naming the node that cannot be planned.
+int zi_planner_batched (const zi_graph_t *g, const zi_tensor_t *const *inputs,
+                        signed char *batched, char *err, size_t errlen);
+
+//  The cuts that may be made: for each j in 0..g->n_nodes-1, bad[j] = -1
+//  when a cut after node j only moves batched tensors (or unknown-shaped
+//  ones; the exec worker checks those per task), else the index of a value
+//  with no batch axis that would cross it (bad[n_nodes-1] is always -1).
+//  Returns the number of forbidden cuts, or a negative error code.
+int zi_planner_safe_cuts (const zi_graph_t *g, const zi_tensor_t *const *inputs, int *bad,
+                          char *err, size_t errlen);
+
 //  Choose cut points. n nodes with cost[n] (and cross_bytes[n], may be NULL),
 //  k segments with capacity[k] > 0. On success seg_last[s] is the last node
 //  of segment s (seg_last[k-1] == n-1) and *bottleneck the achieved
@@ -54,6 +79,14 @@ int zi_planner_costs (const zi_graph_t *g, const zi_tensor_t *const *inputs,
 int zi_planner_cut (int n, const double *cost, const double *cross_bytes, int k,
                     const double *capacity, double tolerance, int *seg_last,
                     double *bottleneck, char *err, size_t errlen);
+
+//  As zi_planner_cut, cutting only after the nodes j with allowed[j] true
+//  (allowed NULL: anywhere; see zi_planner_safe_cuts). Fails with
+//  ZI_ERR_INVALID, saying how many places may be cut, when fewer than k-1
+//  are allowed.
+int zi_planner_cut_allowed (int n, const double *cost, const double *cross_bytes, int k,
+                            const double *capacity, const bool *allowed, double tolerance,
+                            int *seg_last, double *bottleneck, char *err, size_t errlen);
 
 #ifdef __cplusplus
 }

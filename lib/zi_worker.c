@@ -9,6 +9,9 @@
            tensors that cross a cut: those are inferred by planning the
            nodes before the segment for batch 1 and batch 2, a dimension
            that differs being the batch one);
+           a cut tensor whose dim 0 does not follow the batch (a weight, a
+           shape) is refused: the broker could not move it with its
+           micro-batch (zinfer plan never cuts there);
         4. drop every constant the segment's nodes do not read;
         5. build the executor and check its inputs and outputs against the
            plan's segment (this also proves step 4 kept what is read: a
@@ -698,11 +701,34 @@ zi_worker_new (const zi_plan_t *plan, const char *name, char *err, size_t errlen
         free (hint);
         return s_fail_new (&self);
     }
+    //  Does the batch vary (a model input with a symbolic dim 0)? Then a
+    //  cut tensor whose dim 0 stays the same at batch 1 and 2 has no batch
+    //  axis: a weight, or a shape computed from the input.
+    bool batch_varies = false;
+    for (int i = 0; i < g->n_inputs; i++) {
+        s_expect_t e;
+        s_expect_declared (plan, &g->values[g->inputs[i]], &e);
+        batch_varies |= e.rank >= 1 && e.shape[0] < 0;
+    }
     for (int i = 0; i < self->n_in; i++) {
         const zi_value_t *v = zi_exec_input (self->exec, i);
         s_expect_t *e = &self->expect[i];
         s_expect_declared (plan, v, e);
         const s_expect_t *h = &hint[v - g->values];
+        if (batch_varies && !v->is_input && h->rank >= 0 && (h->rank == 0 || h->shape[0] >= 0)) {
+            //  The broker moves a cut tensor with its micro-batch and joins
+            //  coalesced tasks along axis 0: this one cannot travel so.
+            char shape[128];
+            zi_fail (err, errlen, ZI_ERR_INVALID,
+                     "segment %d (nodes %d..%d): input '%s' has no batch axis (%s %s for "
+                     "every batch): a cut must not pass a weight or a shape tensor between "
+                     "segments; make the plan again with `zinfer plan`, which cuts only "
+                     "where every crossing tensor carries the batch",
+                     self->seg, first, last, v->name, zi_dtype_name (h->dtype),
+                     s_expect_shape_str (h, shape, sizeof shape));
+            free (hint);
+            return s_fail_new (&self);
+        }
         if (e->dtype == ZI_DT_UNDEFINED) {
             e->dtype = h->dtype;
         }
@@ -801,6 +827,7 @@ s_validate (const zi_worker_t *self, const zi_msg_t *task, char *reason, size_t 
             }
         }
     }
+    int batch_of = -1;          //  the first batched input
     for (int k = 0; k < self->n_in; k++) {
         const char *name = zi_exec_input (self->exec, k)->name;
         const zi_tensor_t *t = zi_msg_tensor_find (task, name);
@@ -820,11 +847,35 @@ s_validate (const zi_worker_t *self, const zi_msg_t *task, char *reason, size_t 
         for (int d = 0; ok && e->rank >= 0 && d < e->rank; d++) {
             ok = e->shape[d] < 0 || e->shape[d] == t->ne[d];
         }
+        //  A tensor from an earlier segment always carries the batch axis
+        //  (zinfer plan cuts nowhere else), even when its shape is unknown.
+        bool is_cut = !zi_exec_input (self->exec, k)->is_input;
+        if (ok && is_cut && e->rank < 0 && t->rank < 1) {
+            ok = false;
+        }
         if (!ok) {
             return zi_fail (reason, len, ZI_ERR_MALFORMED,
-                            "tensor '%s': shape %s, segment %d expects %s (? = any size)",
+                            "tensor '%s': shape %s, segment %d expects %s (? = any size%s)",
                             name, zi_tensor_shape_str (t, got, sizeof got), self->seg,
-                            s_expect_shape_str (e, want, sizeof want));
+                            s_expect_shape_str (e, want, sizeof want),
+                            e->rank < 0 ? ", with the batch as dim 0" : "");
+        }
+        //  Every batched input of one task has the same batch.
+        bool batched = (e->rank >= 1 && e->shape[0] < 0) || (is_cut && e->rank < 0);
+        if (batched && batch_of < 0) {
+            batch_of = k;
+        }
+        else if (batched) {
+            const zi_tensor_t *b = zi_msg_tensor_find (task,
+                                                       zi_exec_input (self->exec, batch_of)->name);
+            if (b && b->ne[0] != t->ne[0]) {
+                return zi_fail (reason, len, ZI_ERR_MALFORMED,
+                                "tensor '%s': shape %s, batch %" PRId64 ", but tensor '%s' "
+                                "has batch %" PRId64 " (segment %d takes one batch)", name,
+                                zi_tensor_shape_str (t, got, sizeof got), t->ne[0],
+                                zi_exec_input (self->exec, batch_of)->name, b->ne[0],
+                                self->seg);
+            }
         }
     }
     return ZI_OK;

@@ -110,3 +110,34 @@ Test (planner, impossible_splits_are_clear_errors)
                   ZI_ERR_INVALID);
     cr_assert (strstr (err, "capacity"), "%s", err);
 }
+
+Test (planner, cuts_only_where_allowed)
+{
+    //  The balanced cut (after node 1) is forbidden, as when a tensor
+    //  without the batch axis crosses it: the best allowed one is taken.
+    double cost[4] = {10, 10, 10, 10};
+    double cap[2] = {1, 1};
+    bool allowed[4] = {true, false, true, true};
+    int last[2];
+    double b;
+    char err[256];
+    cr_assert_eq (zi_planner_cut_allowed (4, cost, NULL, 2, cap, allowed, 0.0, last, &b, err,
+                                          sizeof err), 0, "%s", err);
+    cr_assert (last[0] == 0 || last[0] == 2, "cut after node %d", last[0]);
+    cr_assert_float_eq (b, 30.0, 1e-12);
+    //  Every segment boundary lands on an allowed place.
+    double cost6[6] = {5, 1, 1, 1, 1, 5};
+    double cap3[3] = {1, 1, 1};
+    bool allow6[6] = {false, true, false, false, true, true};
+    int last3[3];
+    cr_assert_eq (zi_planner_cut_allowed (6, cost6, NULL, 3, cap3, allow6, 0.0, last3, &b, err,
+                                          sizeof err), 0, "%s", err);
+    cr_assert (allow6[last3[0]] && allow6[last3[1]] && last3[2] == 5);
+    //  Fewer allowed places than cuts: a clear error.
+    bool none[4] = {false, false, true, true};
+    double cap3b[3] = {1, 1, 1};
+    int l3[3];
+    cr_assert_eq (zi_planner_cut_allowed (4, cost, NULL, 3, cap3b, none, 0.0, l3, &b, err,
+                                          sizeof err), ZI_ERR_INVALID);
+    cr_assert (strstr (err, "only 1 of the 3 places"), "%s", err);
+}

@@ -405,9 +405,145 @@ def verify(d, rtol=1e-4, atol=1e-4):
     print("    ops: %s" % ", ".join(ops))
     return ops, opset
 
+# --------------------------------------------------------------------------
+# identity_bias: a graph that starts with Identity nodes on initializers
+# --------------------------------------------------------------------------
+#
+# torch.onnx shares equal constants (the all-zero conv biases BatchNorm
+# folding leaves behind, in ResNets made with fresh BN) through Identity
+# nodes at the very start of the graph. Cut into segments, those Identity
+# outputs used to become segment inputs without a batch axis (the README's
+# known bug). The exporter's choice depends on the torch version, so this
+# model is written node by node with onnx.helper and its reference outputs
+# are computed by torch's functional ops (and checked again by the numpy
+# evaluator below). It is NOT in the backend-test layout (no model.onnx /
+# test_data_set_*), so `zinfer conformance` does not count it:
+#
+#   identity_bias/identity_bias.onnx
+#   identity_bias/input_b2.npy  output_b2.npy   (batch 2)
+#   identity_bias/input_b3.npy  output_b3.npy   (batch 3)
+#
+# Graph (opset 13), input "input" [N,3,8,8] -> output "output" [N,10]:
+#   Identity(zero_bias) x3 -> conv biases b0, b1, b2 (one shared zero init)
+#   Identity(fc_b_src)     -> fc_b
+#   Reshape(bn_scale_src [8], [8,1,1]) -> scale   (constant-only, not Identity)
+#   Conv(b0)-Relu -> Conv(b1)-Mul(scale)-Relu -> Conv(b2) + skip -> Relu
+#   GlobalAveragePool -> x.reshape(x.shape[0], -1) as torch emits it
+#   (Shape -> Gather -> Unsqueeze -> Concat -> Reshape) -> Gemm(fc_b)
+
+IDENTITY_BIAS = "identity_bias"
+
+
+def identity_bias_model():
+    from onnx import helper, TensorProto
+    rng = np.random.RandomState(7)
+
+    def init(name, arr):
+        return numpy_helper.from_array(np.array(arr, order="C"), name)
+
+    w = {
+        "conv0.w": (rng.randn(8, 3, 3, 3) * 0.3).astype(np.float32),
+        "conv1.w": (rng.randn(8, 8, 3, 3) * 0.2).astype(np.float32),
+        "conv2.w": (rng.randn(8, 8, 3, 3) * 0.2).astype(np.float32),
+        "zero_bias": np.zeros(8, np.float32),
+        "bn_scale_src": (rng.rand(8) + 0.5).astype(np.float32),
+        "scale_shape": np.array([8, 1, 1], np.int64),
+        "fc.w": (rng.randn(10, 8) * 0.3).astype(np.float32),
+        "fc_b_src": (rng.randn(10) * 0.1).astype(np.float32),
+        "gather_idx": np.array(0, np.int64),
+        "unsq_axes": np.array([0], np.int64),
+        "minus_one": np.array([-1], np.int64),
+    }
+    N = helper.make_node
+    nodes = [
+        N("Identity", ["zero_bias"], ["b0"], name="Identity_0"),
+        N("Identity", ["zero_bias"], ["b1"], name="Identity_1"),
+        N("Identity", ["zero_bias"], ["b2"], name="Identity_2"),
+        N("Identity", ["fc_b_src"], ["fc_b"], name="Identity_3"),
+        N("Reshape", ["bn_scale_src", "scale_shape"], ["scale"], name="Reshape_scale"),
+        N("Conv", ["input", "conv0.w", "b0"], ["c0"], name="Conv_0", pads=[1, 1, 1, 1]),
+        N("Relu", ["c0"], ["r0"], name="Relu_0"),
+        N("Conv", ["r0", "conv1.w", "b1"], ["c1"], name="Conv_1", pads=[1, 1, 1, 1]),
+        N("Mul", ["c1", "scale"], ["m1"], name="Mul_1"),
+        N("Relu", ["m1"], ["r1"], name="Relu_1"),
+        N("Conv", ["r1", "conv2.w", "b2"], ["c2"], name="Conv_2", pads=[1, 1, 1, 1]),
+        N("Add", ["c2", "r0"], ["a2"], name="Add_2"),
+        N("Relu", ["a2"], ["r2"], name="Relu_2"),
+        N("GlobalAveragePool", ["r2"], ["gap"], name="GlobalAveragePool_0"),
+        N("Shape", ["gap"], ["gap_shape"], name="Shape_0"),
+        N("Gather", ["gap_shape", "gather_idx"], ["n0"], name="Gather_0", axis=0),
+        N("Unsqueeze", ["n0", "unsq_axes"], ["n1"], name="Unsqueeze_0"),
+        N("Concat", ["n1", "minus_one"], ["flat_shape"], name="Concat_0", axis=0),
+        N("Reshape", ["gap", "flat_shape"], ["flat"], name="Reshape_flat"),
+        N("Gemm", ["flat", "fc.w", "fc_b"], ["output"], name="Gemm_0", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "identity_bias",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 10])],
+        [init(k, v) for k, v in w.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)],
+                              producer_name="zinfer tests/models/make_models.py")
+    model.ir_version = 7
+    return model, w
+
+
+def identity_bias_torch(w, x):
+    """The same network with torch's functional ops (the reference)."""
+    import torch
+    import torch.nn.functional as F
+    t = {k: torch.from_numpy(v) for k, v in w.items()}
+    x = torch.from_numpy(x)
+    with torch.no_grad():
+        r0 = F.relu(F.conv2d(x, t["conv0.w"], t["zero_bias"], padding=1))
+        c1 = F.conv2d(r0, t["conv1.w"], t["zero_bias"], padding=1)
+        r1 = F.relu(c1 * t["bn_scale_src"].reshape(8, 1, 1))
+        r2 = F.relu(F.conv2d(r1, t["conv2.w"], t["zero_bias"], padding=1) + r0)
+        gap = r2.mean(dim=(2, 3), keepdim=True)
+        flat = gap.reshape(gap.shape[0], -1)
+        y = F.linear(flat, t["fc.w"], t["fc_b_src"])
+    return y.numpy()
+
+
+def export_identity_bias():
+    import torch
+    torch.set_num_threads(2)
+    d = os.path.join(HERE, IDENTITY_BIAS)
+    os.makedirs(d, exist_ok=True)
+    model, w = identity_bias_model()
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, os.path.join(d, IDENTITY_BIAS + ".onnx"))
+    rng = np.random.RandomState(100)
+    for b in (2, 3):
+        x = rng.randn(b, 3, 8, 8).astype(np.float32)
+        y = identity_bias_torch(w, x)
+        np.save(os.path.join(d, "input_b%d.npy" % b), x)
+        np.save(os.path.join(d, "output_b%d.npy" % b), y)
+
+
+def verify_identity_bias(d):
+    """check_model + the numpy evaluator against the saved torch outputs."""
+    model = onnx.load(os.path.join(d, IDENTITY_BIAS + ".onnx"))
+    onnx.checker.check_model(model, full_check=True)
+    worst = 0.0
+    for b in (2, 3):
+        x = np.load(os.path.join(d, "input_b%d.npy" % b))
+        ref = np.load(os.path.join(d, "output_b%d.npy" % b))
+        got = run_numpy(model, {"input": x})[0]
+        if got.shape != ref.shape or got.dtype != ref.dtype:
+            raise AssertionError("%s batch %d: %s %s vs ref %s %s" % (
+                d, b, got.shape, got.dtype, ref.shape, ref.dtype))
+        worst = max(worst, float(np.max(np.abs(got.astype(np.float64) - ref))))
+        if not np.allclose(got, ref, rtol=1e-4, atol=1e-4):
+            raise AssertionError("%s batch %d mismatch, max abs diff %g" % (d, b, worst))
+    ops = sorted({n.op_type for n in model.graph.node})
+    print("%-20s opset 13  %d nodes  batches 2,3  max|diff| %.2e" % (
+        IDENTITY_BIAS, len(model.graph.node), worst))
+    print("    ops: %s" % ", ".join(ops))
+
 
 def main():
-    names = ["resnet_tiny", "transformer_block", "mlp", "small_mlp"]
+    names = ["resnet_tiny", "transformer_block", "mlp", "small_mlp", IDENTITY_BIAS]
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("models", nargs="*", help="subset of %s" % names)
@@ -416,12 +552,19 @@ def main():
     args = ap.parse_args()
     if args.verify_only:
         for d in args.verify_only:
-            verify(d)
+            if os.path.isfile(os.path.join(d, IDENTITY_BIAS + ".onnx")):
+                verify_identity_bias(d)
+            else:
+                verify(d)
         return
     todo = args.models or names
     for n in todo:
         if n not in names:
             sys.exit("unknown model %s" % n)
+    if IDENTITY_BIAS in todo:
+        todo.remove(IDENTITY_BIAS)
+        export_identity_bias()
+        verify_identity_bias(os.path.join(HERE, IDENTITY_BIAS))
     export_all(todo)
     for n in todo:
         ops, _ = verify(os.path.join(HERE, n))

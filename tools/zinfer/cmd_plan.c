@@ -14,7 +14,8 @@
             [--tolerance F] [--explain]
 
     Cuts are chosen so that each segment's cost is proportional to the summed
-    capacity of its replicas (zi_planner.h). --explain prints the segments
+    capacity of its replicas (zi_planner.h), and only where every tensor
+    that crosses the cut carries the batch axis (zi_planner_safe_cuts). --explain prints the segments
     as a table with their cost shares.
 */
 #include <errno.h>
@@ -554,6 +555,8 @@ zi_cmd_plan (int argc, char **argv)
     double *cost = (double *) calloc ((size_t) g->n_nodes + 1, sizeof *cost);
     zi_tensor_t **probe = (zi_tensor_t **) calloc ((size_t) g->n_inputs + 1, sizeof *probe);
     int seg_last[S_MAX];
+    int *bad = NULL;
+    bool *allowed = NULL;
     zi_exec_t *whole = NULL;
     if (!costs || !cross || !cost || !probe) {
         fprintf (stderr, "zinfer plan: out of memory\n");
@@ -614,11 +617,39 @@ zi_cmd_plan (int argc, char **argv)
         }
         zi_exec_destroy (&whole);
     }
-    double bottleneck;
-    if (zi_planner_cut (g->n_nodes, cost, cross, k, capacity, tolerance, seg_last,
-                        &bottleneck, err, sizeof err)) {
+    //  Only cuts whose crossing tensors carry the batch axis: a weight or a
+    //  shape computed from one must stay with the segment that reads it.
+    bad = (int *) calloc ((size_t) g->n_nodes + 1, sizeof *bad);
+    allowed = (bool *) calloc ((size_t) g->n_nodes + 1, sizeof *allowed);
+    if (!bad || !allowed) {
+        fprintf (stderr, "zinfer plan: out of memory\n");
+        goto done;
+    }
+    int forbidden = zi_planner_safe_cuts (g, (const zi_tensor_t *const *) probe, bad, err,
+                                          sizeof err);
+    if (forbidden < 0) {
         fprintf (stderr, "zinfer plan: %s\n", err);
         goto done;
+    }
+    for (int n = 0; n < g->n_nodes; n++) {
+        allowed[n] = bad[n] < 0;
+    }
+    double bottleneck;
+    if (zi_planner_cut_allowed (g->n_nodes, cost, cross, k, capacity, allowed, tolerance,
+                                seg_last, &bottleneck, err, sizeof err)) {
+        fprintf (stderr, "zinfer plan: %s\n", err);
+        for (int n = 0, shown = 0; n + 1 < g->n_nodes && shown < 5; n++) {
+            if (bad[n] >= 0) {
+                fprintf (stderr, "zinfer plan:   not after node %d (%s): tensor '%s' has no "
+                         "batch axis\n", n, g->nodes[n].name, g->values[bad[n]].name);
+                shown++;
+            }
+        }
+        goto done;
+    }
+    if (forbidden > 0 && explain) {
+        fprintf (stderr, "zinfer plan: %d of %d places between nodes not cut: a tensor "
+                 "without the batch axis would cross them\n", forbidden, g->n_nodes - 1);
     }
     //  Build the plan.
     plan = zi_plan_new ();
@@ -824,6 +855,8 @@ done:
     free (costs);
     free (cross);
     free (cost);
+    free (bad);
+    free (allowed);
     zi_exec_destroy (&whole);
     zi_plan_destroy (&plan);
     zi_graph_destroy (&g);
