@@ -3,8 +3,17 @@
     Helpers wait for a job by spinning on a generation counter for a short
     while (a pipeline stage calls kernels back to back, and waking a thread
     from a futex costs tens of microseconds), then sleep on a condition
-    variable. The caller runs range 0 itself and then waits for the others
-    the same way.
+    variable. Every participant, the caller first, takes the job's chunks
+    from one atomic counter until none is left.
+
+    The caller then closes the job and waits only for helpers that are
+    inside it: a helper announces itself (active++) and then checks that
+    the job it saw is not closed yet; the caller closes it and then reads
+    active. With sequentially consistent atomics one of the two sees the
+    other's write, so either the caller waits for that helper or the
+    helper skips the job (and never touches its arguments, which live on
+    the caller's stack). A helper that was descheduled, or asleep, costs
+    the caller nothing.
 */
 #include "zi_pool.h"
 
@@ -45,24 +54,30 @@ struct zi_pool {
     pthread_cond_t wake;        //  new job or stop
     pthread_cond_t done_cond;   //  last helper finished
     atomic_uint_fast64_t gen;   //  bumped once per job
-    atomic_int pending;         //  helpers still working on this job
+    atomic_uint_fast64_t closed;  //  generation of the last closed job
+    atomic_int active;          //  helpers inside the current job
     atomic_bool stop;
     //  The current job (written before gen is bumped)
     zi_pool_fn *fn;
     void *arg;
     int64_t n;
-    int parts;                  //  ranges in this job (<= size)
+    int64_t step;               //  chunk length
+    int parts;                  //  threads that take part (<= size)
+    atomic_int_fast64_t next;   //  first index not yet taken
 };
 
+//  Take chunks until the job is done.
 static void
-s_run_part (zi_pool_t *self, int t)
+s_take_chunks (zi_pool_t *self, int t)
 {
-    if (t < self->parts) {
-        int64_t lo = self->n * t / self->parts;
-        int64_t hi = self->n * (t + 1) / self->parts;
-        if (hi > lo) {
-            self->fn (self->arg, lo, hi, t);
+    while (true) {
+        int64_t lo = atomic_fetch_add_explicit (&self->next, self->step,
+                                                memory_order_relaxed);
+        if (lo >= self->n) {
+            return;
         }
+        int64_t hi = self->n - lo < self->step ? self->n : lo + self->step;
+        self->fn (self->arg, lo, hi, t);
     }
 }
 
@@ -93,8 +108,11 @@ s_helper_main (void *varg)
             break;
         }
         seen = gen;
-        s_run_part (self, h->index);
-        if (atomic_fetch_sub_explicit (&self->pending, 1, memory_order_acq_rel) == 1) {
+        atomic_fetch_add (&self->active, 1);
+        if (atomic_load (&self->closed) < gen && h->index < self->parts) {
+            s_take_chunks (self, h->index);
+        }
+        if (atomic_fetch_sub (&self->active, 1) == 1) {
             pthread_mutex_lock (&self->mutex);
             pthread_cond_signal (&self->done_cond);
             pthread_mutex_unlock (&self->mutex);
@@ -123,7 +141,9 @@ zi_pool_new (int nthreads)
     pthread_cond_init (&self->wake, NULL);
     pthread_cond_init (&self->done_cond, NULL);
     atomic_init (&self->gen, 0);
-    atomic_init (&self->pending, 0);
+    atomic_init (&self->closed, 0);
+    atomic_init (&self->active, 0);
+    atomic_init (&self->next, 0);
     atomic_init (&self->stop, false);
     for (int i = 1; i < nthreads; i++) {
         s_helper_t *h = &self->helpers[i];
@@ -183,24 +203,35 @@ zi_pool_for (zi_pool_t *self, int64_t n, int64_t grain, zi_pool_fn *fn, void *ar
         fn (arg, 0, n, 0);
         return;
     }
+    //  About 4 chunks per thread, so a thread that starts late (or is
+    //  preempted) leaves its share to the others; never shorter than the
+    //  grain, nor than an even split when n is small.
+    int64_t step = (n + 4 * parts - 1) / (4 * parts);
+    if (n < 4 * (int64_t) parts) {
+        step = (n + parts - 1) / parts;
+    }
     self->fn = fn;
     self->arg = arg;
     self->n = n;
+    self->step = step > grain ? step : grain;
     self->parts = parts;
-    atomic_store_explicit (&self->pending, self->size - 1, memory_order_relaxed);
+    atomic_store (&self->next, 0);
     pthread_mutex_lock (&self->mutex);
-    atomic_fetch_add_explicit (&self->gen, 1, memory_order_release);
+    uint64_t gen = atomic_fetch_add (&self->gen, 1) + 1;
     pthread_cond_broadcast (&self->wake);
     pthread_mutex_unlock (&self->mutex);
-    s_run_part (self, 0);
+    s_take_chunks (self, 0);
+    //  Every chunk is taken: close the job, then wait for the helpers
+    //  still inside it (see the top of this file).
+    atomic_store (&self->closed, gen);
     int spins = 0;
-    while (atomic_load_explicit (&self->pending, memory_order_acquire) > 0) {
+    while (atomic_load (&self->active) > 0) {
         if (++spins < S_SPINS) {
             s_relax (spins);
             continue;
         }
         pthread_mutex_lock (&self->mutex);
-        while (atomic_load (&self->pending) > 0) {
+        while (atomic_load (&self->active) > 0) {
             pthread_cond_wait (&self->done_cond, &self->mutex);
         }
         pthread_mutex_unlock (&self->mutex);

@@ -3,10 +3,14 @@
 
     One pool belongs to one executor (zi_exec) and is used by one thread at a
     time: the caller of zi_pool_for takes part in the work, so a pool of N
-    threads starts N-1 helpers. Work is split statically: with T threads,
-    thread t gets [n*t/T, n*(t+1)/T), so which rows a thread computes never
-    depends on timing. A kernel that computes each output element the same
-    way whatever its range is therefore bit-identical for any thread count.
+    threads starts N-1 helpers. [0, n) is cut into fixed chunks (about 4
+    per thread; the cut depends only on n, the grain and the pool size),
+    which the threads take from a shared counter: a thread that is late or
+    preempted (other processes on the same cores) leaves its chunks to the
+    others instead of holding them up, and the caller never waits for a
+    helper that has not started. Timing decides only which thread runs a
+    chunk, so a kernel that computes each output element the same way
+    whatever its range is bit-identical for any thread count.
 
     Example:
         zi_pool_t *pool = zi_pool_new (2);
@@ -42,9 +46,10 @@ void zi_pool_destroy (zi_pool_t **self_p);
 //  Threads in the pool, caller included; 1 for NULL.
 int zi_pool_size (const zi_pool_t *self);
 
-//  Split [0, n) into zi_pool_size() contiguous ranges (empty ranges are not
-//  run) and return when all are done. Ranges are at least `grain` long
-//  where n allows, so tiny loops stay on one thread (grain 0 counts as 1).
+//  Run fn over [0, n) in chunks spread over the pool's threads and return
+//  when all are done. Chunks are at least `grain` long and at most
+//  n / `grain` threads take part, so tiny loops stay on one thread (grain
+//  0 counts as 1).
 void zi_pool_for (zi_pool_t *self, int64_t n, int64_t grain, zi_pool_fn *fn, void *arg);
 
 #ifdef __cplusplus
