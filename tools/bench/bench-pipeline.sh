@@ -8,7 +8,8 @@
 #            [--batches "1 16 64"] [--segments "1 2 3"] [--threads 2] [--seconds 5]
 #            [--seconds-resnet18 S] [--concurrency C] [--csv FILE]
 #
-# For each model, batch B and K: `zinfer plan MODEL --ipc TMPDIR` with one exec
+# For each model, batch B and K: `zinfer plan MODEL --ipc TMPDIR` (for K > 1 with
+# --batch B --calibrate N: cuts on node times measured at that batch) with one exec
 # replica per segment (--replica k@local:1:2:T, T = max(1, THREADS / K) threads:
 # the exec threads add up to THREADS, or to K when K > THREADS, which the table
 # flags as oversubscribed), `zinfer up PLAN` (waits for its "ready" line), one
@@ -190,6 +191,10 @@ run_one() {
     mkdir -p "$dir"
     if [ -z "$why" ]; then
         for s in $(seq 0 $((k - 1))); do reps+=(--replica "$s@local:1:2:$per"); done
+        # Cuts balanced on node times measured at this batch (a few runs for
+        # ResNet-18, whose batch-64 run takes over a second).
+        local cal=20; [ "$name" = resnet18 ] && cal=3
+        [ "$k" -gt 1 ] && reps+=(--batch "$batch" --calibrate "$cal")
         if ! "$ZINFER" plan "$path" -o "$dir/plan.json" --ipc "$dir" "${reps[@]}" --explain \
                 > "$dir/plan.log" 2>&1; then
             why="unavailable: zinfer plan failed: $(grep -v '^\s*$' "$dir/plan.log" | tail -n 1 | cut -c1-120)"
