@@ -47,9 +47,15 @@
                           leaving (names not in the plan are dropped).
       work (ROUTER)       READY registers or updates a worker (segment,
                           capacity, credit, name; routing id = its identity).
-                          RESULT of an outstanding task: its tensors join the
-                          task's bag, the credit returns, the latency is
-                          recorded, and the task is queued for the next
+                          RESULT of an outstanding task: the credit returns,
+                          the latency is recorded; every tensor of it that a
+                          later segment or the client reads must hold the
+                          task's rows along dimension 0, else the task's
+                          requests fail INTERNAL naming the tensor and its
+                          shape (BROKER-RESULT-BAD: a worker bug, or a plan
+                          that cut a weight into a segment input); its
+                          tensors join the task's bag, and the task is
+                          queued for the next
                           segment, whose TASK carries exactly the tensors
                           plan->segments[s].inputs names; after the last
                           segment it goes to an aggregator. A RESULT for a
@@ -73,7 +79,9 @@
                           late or duplicate answers are dropped and counted.
                           HEARTBEAT {name} keeps that aggregator alive.
 
-    TIMERS (every S_TICK_MS). A request past its deadline gets ERROR TIMEOUT
+    TIMERS (every S_TICK_MS, over what is due only: requests wait in a
+    min-heap on their next deadline or stage timeout). A request past its
+    deadline gets ERROR TIMEOUT
     and is forgotten, or UNAVAILABLE when what it waited for was never there
     since it was admitted (no live replica of its segment, no aggregator,
     no first stage that took it); a task is dropped when none of its
@@ -146,7 +154,8 @@
     (the broker or libzmq's send queue) lets go. The preprocessed ->
     to_partition relay and REPLYs to clients move the received messages.
     copied_bytes in STATS counts the one copy left: the rows of a
-    coalesced task that the broker answers itself (no aggregate stage).
+    coalesced task that the broker answers itself (no aggregate stage);
+    a task of one request is answered with its own bytes.
 */
 #include "zi_broker.h"
 
@@ -198,6 +207,31 @@
 
 typedef struct s_worker s_worker_t;
 typedef struct s_agg s_agg_t;
+typedef struct s_task s_task_t;
+
+//  A list of tasks linked through the tasks themselves: a task is in at
+//  most one list at a time (a segment queue, a worker's outstanding tasks,
+//  agg_wait, an aggregator's), so queueing and dispatching a task
+//  allocate nothing (a zlistx node each cost a malloc and a free).
+typedef struct {
+    s_task_t *head, *tail;
+    size_t size;
+} s_tlist_t;
+
+//  Requests by rid, tasks by tid, requests and kept answers by the hash of
+//  their client key: open addressing with linear probing over (key, item)
+//  pairs, items NULL in free slots. Inserting allocates nothing until the
+//  table doubles (a zhashx item cost a malloc, a free, and hashing a
+//  string through indirect calls on every lookup).
+typedef struct {
+    uint64_t key;
+    void *item;
+} s_slot64_t;
+
+typedef struct {
+    s_slot64_t *slots;
+    size_t cap, size; //  cap a power of two, size <= cap / 2
+} s_map64_t;
 
 //  Statistics of one replica, by name: they outlive reconnections.
 typedef struct {
@@ -221,7 +255,7 @@ struct s_worker {
     uint32_t credit;
     uint32_t inflight;
     int slot;        //  in its segment's selector
-    zlistx_t *tasks; //  outstanding, oldest first
+    s_tlist_t tasks; //  outstanding, oldest first
     int64_t last_recv, last_send;
     s_rstats_t *stats; //  NULL when the table is full
 };
@@ -233,7 +267,7 @@ struct s_agg {
     char *name;
     double capacity;
     int64_t last_recv, last_send;
-    zlistx_t *tasks; //  sent, kept until their requests finish
+    s_tlist_t tasks; //  sent, kept until their requests finish
     uint64_t sent;
     uint64_t beats; //  HEARTBEATs received
 };
@@ -246,23 +280,31 @@ typedef enum {
     S_AGG_SENT, //  at an aggregator
 } s_state_t;
 
-typedef struct {
+//  Inline room in a task: most tasks carry one request (or a few) and
+//  a bag of one or two messages.
+#define S_TASK_REQS 4
+#define S_TASK_BAG 4
+
+struct s_task {
     uint64_t tid;
-    zi_msg_req_t *reqs;
+    zi_msg_req_t *reqs; //  reqs_inline, or heap when more
     size_t nreqs;
     uint32_t mb, nmb;
     int prio;
     uint32_t seg; //  next segment to run; nsegs = done
     uint32_t attempt;
     size_t live;    //  entries whose request is still pending
-    zi_msg_t **bag; //  received messages holding its tensors
+    zi_msg_t **bag; //  received messages holding its tensors (bag_inline,
+                    //  or heap when more)
     size_t nbag, capbag;
     s_state_t state;
-    void *handle; //  in its queue or list
+    s_task_t *prev, *next; //  in its list (state QUEUED, INFLIGHT, AGG_*)
     s_worker_t *worker;
     s_agg_t *agg;
     int64_t sent_us;
-} s_task_t;
+    zi_msg_req_t reqs_inline[S_TASK_REQS];
+    zi_msg_t *bag_inline[S_TASK_BAG];
+};
 
 typedef struct {
     uint32_t first, end;
@@ -286,9 +328,12 @@ typedef struct {
     s_range_t *ranges; //  rows received on intake
     size_t nranges;
     uint64_t rows_in;
-    uint64_t *tids; //  tasks holding its rows
+    uint64_t *tids; //  tasks holding its rows: tids_inline, or heap when more
     size_t ntids, captids;
+    uint64_t tids_inline[2];
     uint64_t agg_serial; //  its aggregator, 0 = not chosen yet
+    int64_t due;         //  ms when the timers must look at it (s_timer_set)
+    size_t heap_pos;     //  in the timer heap + 1; 0 = not in it
 } s_request_t;
 
 //  A stage replica that speaks on a PUSH link (preprocess on
@@ -305,18 +350,19 @@ typedef struct {
 //  A client's answer, kept so a retry with the same id gets it again: a
 //  REPLY whose tensors share their bytes with the one that went out (no
 //  copy), or a final ERROR (a few hundred bytes of bookkeeping each).
-typedef struct {
-    char *key;         //  "<routing id hex>/<client id>", as s_request_t's
+typedef struct s_answer s_answer_t;
+struct s_answer {
     int64_t at;        //  ms
     zi_msg_t *answer;  //  REPLY or a final ERROR, id = the client's
     size_t bytes;
-    void *handle; //  in answer_order
-} s_answer_t;
+    s_answer_t *prev, *next; //  in answer_order
+    char key[];        //  "<routing id hex>/<client id>", as s_request_t's
+};
 
 typedef struct {
     zi_sched_sel_t *sel;
     zi_sched_prio_t *prio;
-    zlistx_t *queue[ZI_SCHED_MAX_CLASSES];
+    s_tlist_t queue[ZI_SCHED_MAX_CLASSES];
     size_t queued;
     s_worker_t **slots; //  selector slot -> worker
     size_t nslots;
@@ -345,19 +391,28 @@ struct zi_broker {
     int64_t interval, liveness, queue_limit, default_deadline;
     int64_t stage_timeout, max_attempts;
 
-    zhashx_t *requests;       //  rid -> s_request_t
-    zhashx_t *clients;        //  key -> s_request_t
-    zhashx_t *tasks;          //  tid -> s_task_t
+    s_map64_t requests;       //  rid -> s_request_t
+    struct {
+        s_request_t **items;  //  min-heap on due: the next to look at first
+        size_t size, cap;
+    } timers;
+    s_map64_t clients;        //  hash of key -> s_request_t (s_client_*)
+    s_map64_t tasks;          //  tid -> s_task_t
     zhashx_t *workers;        //  routing hex -> s_worker_t
     zhashx_t *rstats;         //  name -> s_rstats_t (owned)
     zlistx_t *aggs;           //  s_agg_t
     zlistx_t *inject;         //  s_request_t waiting for the stages
-    zlistx_t *agg_wait;       //  s_task_t waiting for an aggregator
+    s_tlist_t agg_wait;       //  tasks waiting for an aggregator
+    s_task_t *task_pool;      //  freed tasks for reuse, through next
+    size_t task_pooled;
     int64_t aggs_empty_since; //  ms since no aggregator is live; 0 = one is
     s_stage_peer_t *speers;   //  stage replicas heard on PUSH links
     size_t nspeers;
-    zhashx_t *answers;      //  key -> s_answer_t
-    zlistx_t *answer_order; //  s_answer_t, oldest first
+    s_map64_t answers;      //  hash of key -> s_answer_t (s_kept_*)
+    struct {
+        s_answer_t *head, *tail; //  oldest first
+        size_t size;
+    } answer_order;
     size_t answer_bytes;
     uint64_t next_rid, next_tid, next_agg;
     int64_t started, last_tick;
@@ -413,26 +468,104 @@ s_u64_hash (const void *key)
     return (size_t)x;
 }
 
+
 static int
-s_u64_cmp (const void *a, const void *b)
+s_map64_init (s_map64_t *map, size_t cap)
 {
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
+    map->slots = (s_slot64_t *)calloc (cap, sizeof *map->slots);
+    map->cap = map->slots ? cap : 0;
+    map->size = 0;
+    return map->slots ? 0 : ZI_ERR_NOMEM;
 }
 
-//  A map keyed by a uint64_t that lives inside the item: the key is not
-//  copied, so the entry must go before its item does.
-static zhashx_t *
-s_u64_map_new (void)
+static void
+s_map64_free (s_map64_t *map)
 {
-    zhashx_t *map = zhashx_new ();
-    if (map) {
-        zhashx_set_key_hasher (map, s_u64_hash);
-        zhashx_set_key_comparator (map, s_u64_cmp);
-        zhashx_set_key_duplicator (map, NULL);
-        zhashx_set_key_destructor (map, NULL);
+    free (map->slots);
+    map->slots = NULL;
+    map->cap = map->size = 0;
+}
+
+static void *
+s_map64_get (const s_map64_t *map, uint64_t key)
+{
+    size_t mask = map->cap - 1;
+    for (size_t i = s_u64_hash (&key) & mask; map->slots[i].item; i = (i + 1) & mask) {
+        if (map->slots[i].key == key) {
+            return map->slots[i].item;
+        }
     }
-    return map;
+    return NULL;
+}
+
+//  Add an item under a key not in the map. 0 or ZI_ERR_NOMEM.
+static int
+s_map64_put (s_map64_t *map, uint64_t key, void *item)
+{
+    if ((map->size + 1) * 2 > map->cap) {
+        s_map64_t grown;
+        if (s_map64_init (&grown, map->cap * 2)) {
+            return ZI_ERR_NOMEM;
+        }
+        for (size_t i = 0; i < map->cap; i++) {
+            if (map->slots[i].item) {
+                s_map64_put (&grown, map->slots[i].key, map->slots[i].item);
+            }
+        }
+        free (map->slots);
+        *map = grown;
+    }
+    size_t mask = map->cap - 1;
+    size_t i = s_u64_hash (&key) & mask;
+    while (map->slots[i].item) {
+        i = (i + 1) & mask;
+    }
+    map->slots[i].key = key;
+    map->slots[i].item = item;
+    map->size++;
+    return 0;
+}
+
+//  Remove a key (no-op when absent), shifting the entries after it back
+//  so that probing never needs tombstones.
+static void
+s_map64_delete (s_map64_t *map, uint64_t key)
+{
+    size_t mask = map->cap - 1;
+    size_t i = s_u64_hash (&key) & mask;
+    while (map->slots[i].item && map->slots[i].key != key) {
+        i = (i + 1) & mask;
+    }
+    if (!map->slots[i].item) {
+        return;
+    }
+    for (size_t j = (i + 1) & mask; map->slots[j].item; j = (j + 1) & mask) {
+        size_t home = s_u64_hash (&map->slots[j].key) & mask;
+        //  The entry at j may move to the hole at i unless its home lies
+        //  cyclically in (i, j].
+        bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+        if (!stays) {
+            map->slots[i] = map->slots[j];
+            i = j;
+        }
+    }
+    map->slots[i].item = NULL;
+    map->size--;
+}
+
+//  Requests and kept answers by their key "<routing id hex>/<client id>":
+//  a map64 under the key's 64-bit hash, the string compared on a hit. Two
+//  keys of one hash (odds ~2^-64 per pair) cannot both be indexed: the
+//  second request then has no duplicate detection and its answer is not
+//  kept (a retry runs again): degraded, never wrong.
+static uint64_t
+s_key_hash (const char *key)
+{
+    uint64_t h = 0xcbf29ce484222325ull; //  FNV-1a
+    for (const unsigned char *p = (const unsigned char *)key; *p; p++) {
+        h = (h ^ *p) * 0x100000001b3ull;
+    }
+    return h;
 }
 
 static char *
@@ -450,12 +583,9 @@ s_routing_hex (zmsg_t *envelope)
 //  it, into buf (S_KEY_MAX bytes): the hot paths look peers up without an
 //  allocation. Returns the length written.
 static size_t
-s_routing_hex_into (zmsg_t *envelope, char *buf)
+s_hex_into (const uint8_t *data, size_t size, char *buf)
 {
     static const char digits[] = "0123456789ABCDEF";
-    zframe_t *id = envelope ? zmsg_first (envelope) : NULL;
-    size_t size = id ? zframe_size (id) : 0;
-    const uint8_t *data = id ? zframe_data (id) : NULL;
     size = size > 255 ? 255 : size;
     for (size_t i = 0; i < size; i++) {
         buf[2 * i] = digits[data[i] >> 4];
@@ -465,6 +595,45 @@ s_routing_hex_into (zmsg_t *envelope, char *buf)
     return 2 * size;
 }
 
+static size_t
+s_routing_hex_into (zmsg_t *envelope, char *buf)
+{
+    zframe_t *id = envelope ? zmsg_first (envelope) : NULL;
+    return s_hex_into (id ? zframe_data (id) : NULL, id ? zframe_size (id) : 0, buf);
+}
+
+//  An envelope (routing id, and the delimiter a REQ peer sent) to answer
+//  or keep, made only when needed: the work link's hot path (RESULT,
+//  HEARTBEAT of a known worker) looks its worker up by the bytes alone.
+static zmsg_t *
+s_envelope_new (const uint8_t *id, size_t size, bool delimited)
+{
+    zmsg_t *envelope = zmsg_new ();
+    if (envelope && (zmsg_addmem (envelope, id, size)
+                     || (delimited && zmsg_addmem (envelope, NULL, 0)))) {
+        zmsg_destroy (&envelope);
+    }
+    return envelope;
+}
+
+//  "/<id>" in decimal after a routing id in hex (at most 22 bytes with the
+//  NUL): a request's key, spelled as "%s/%" PRIu64 would, without printf.
+static void
+s_key_append_id (char *buf, uint64_t id)
+{
+    char digits[20];
+    size_t n = 0;
+    do {
+        digits[n++] = (char)('0' + id % 10);
+        id /= 10;
+    } while (id);
+    *buf++ = '/';
+    while (n) {
+        *buf++ = digits[--n];
+    }
+    *buf = 0;
+}
+
 //  True when a message can go out now: a PUSH with no peer, or whose
 //  queue is full, is not. Checked before building a message, so the
 //  broker neither copies tensors for nothing nor relies on a failed send.
@@ -472,6 +641,18 @@ static bool
 s_writable (zsock_t *sock)
 {
     return (zsock_events (sock) & ZMQ_POLLOUT) != 0;
+}
+
+//  zi_msg_send_to for the broker's loop (zi_msg_send_small: no 8 KiB
+//  encoder buffer per message). The envelope is borrowed; consumes *msg_p.
+static int
+s_send_to (zi_msg_t **msg_p, zsock_t *sock, zmsg_t *envelope)
+{
+    if (!envelope || zmsg_size (envelope) == 0) {
+        zi_msg_destroy (msg_p);
+        return ZI_ERR_INVALID;
+    }
+    return zi_msg_send_small (msg_p, sock, envelope);
 }
 
 static const char *
@@ -491,7 +672,7 @@ s_send_command (zi_broker_t *self, zi_plan_ep_t ep, zmsg_t *envelope, zi_cmd_t c
     if (reason) {
         zi_msg_set_reason (msg, reason);
     }
-    zi_msg_send_to (&msg, self->sock[ep], envelope);
+    s_send_to (&msg, self->sock[ep], envelope);
 }
 
 //  An ERROR to a peer on a ROUTER link (front or work).
@@ -521,7 +702,7 @@ s_send_error (zi_broker_t *self, zi_plan_ep_t ep, zmsg_t *envelope, bool has_id,
     if (ep == ZI_PLAN_EP_FRONT) {
         self->errors[code]++;
     }
-    zi_msg_send_to (&msg, self->sock[ep], envelope);
+    s_send_to (&msg, self->sock[ep], envelope);
 }
 
 //  Count a message dropped on a socket and log why, at most
@@ -650,31 +831,72 @@ s_rstats_percentiles (const s_rstats_t *rs, double q1, double q2, uint32_t *p1,
 static s_request_t *
 s_request_find (zi_broker_t *self, uint64_t rid)
 {
-    return (s_request_t *)zhashx_lookup (self->requests, &rid);
+    return (s_request_t *)s_map64_get (&self->requests, rid);
 }
+
+//  The request in flight under a client key, or NULL.
+static s_request_t *
+s_client_find (zi_broker_t *self, const char *key)
+{
+    s_request_t *req = (s_request_t *)s_map64_get (&self->clients, s_key_hash (key));
+    return req && strcmp (req->key, key) == 0 ? req : NULL;
+}
+
+//  Tasks kept for reuse at most (a few hundred KiB): one is made and freed
+//  per task the broker forwards, its struct reused instead.
+#define S_TASK_POOL 4096
+
+static void s_task_clear (s_task_t *task);
 
 static s_task_t *
 s_task_new (zi_broker_t *self, const zi_msg_req_t *reqs, size_t nreqs, uint32_t mb,
             uint32_t nmb)
 {
-    s_task_t *task = (s_task_t *)calloc (1, sizeof *task);
-    if (!task) {
+    s_task_t *task = self->task_pool;
+    if (task) {
+        self->task_pool = task->next;
+        self->task_pooled--;
+        memset (task, 0, sizeof *task);
+    }
+    else if (!(task = (s_task_t *)calloc (1, sizeof *task))) {
         return NULL;
     }
-    task->reqs = (zi_msg_req_t *)malloc (nreqs * sizeof *reqs);
-    if (!task->reqs) {
+    task->reqs = task->reqs_inline;
+    if (nreqs > S_TASK_REQS
+        && !(task->reqs = (zi_msg_req_t *)malloc (nreqs * sizeof *reqs))) {
         free (task);
         return NULL;
     }
     memcpy (task->reqs, reqs, nreqs * sizeof *reqs);
+    task->bag = task->bag_inline;
+    task->capbag = S_TASK_BAG;
     task->nreqs = nreqs;
     task->mb = mb;
     task->nmb = nmb;
     task->tid = ++self->next_tid;
     task->prio = -1;
-    zhashx_insert (self->tasks, &task->tid, task);
+    if (s_map64_put (&self->tasks, task->tid, task)) {
+        s_task_clear (task);
+        free (task);
+        return NULL;
+    }
     self->task.created++;
     return task;
+}
+
+//  Free what a task holds, not the task itself.
+static void
+s_task_clear (s_task_t *task)
+{
+    for (size_t i = 0; i < task->nbag; i++) {
+        zi_msg_destroy (&task->bag[i]);
+    }
+    if (task->bag != task->bag_inline) {
+        free (task->bag);
+    }
+    if (task->reqs != task->reqs_inline) {
+        free (task->reqs);
+    }
 }
 
 static void
@@ -684,14 +906,63 @@ s_task_destroy (zi_broker_t *self, s_task_t **task_p)
     if (!task) {
         return;
     }
-    zhashx_delete (self->tasks, &task->tid);
-    for (size_t i = 0; i < task->nbag; i++) {
-        zi_msg_destroy (&task->bag[i]);
+    s_map64_delete (&self->tasks, task->tid);
+    s_task_clear (task);
+    if (self->task_pooled < S_TASK_POOL) {
+        task->next = self->task_pool;
+        self->task_pool = task;
+        self->task_pooled++;
     }
-    free (task->bag);
-    free (task->reqs);
-    free (task);
+    else {
+        free (task);
+    }
     *task_p = NULL;
+}
+
+static void
+s_tlist_push (s_tlist_t *list, s_task_t *task, bool front)
+{
+    task->prev = front ? NULL : list->tail;
+    task->next = front ? list->head : NULL;
+    if (front) {
+        if (list->head) {
+            list->head->prev = task;
+        }
+        else {
+            list->tail = task;
+        }
+        list->head = task;
+    }
+    else {
+        if (list->tail) {
+            list->tail->next = task;
+        }
+        else {
+            list->head = task;
+        }
+        list->tail = task;
+    }
+    list->size++;
+}
+
+//  Unlink a task from the list it is in (the caller knows which).
+static void
+s_tlist_remove (s_tlist_t *list, s_task_t *task)
+{
+    if (task->prev) {
+        task->prev->next = task->next;
+    }
+    else {
+        list->head = task->next;
+    }
+    if (task->next) {
+        task->next->prev = task->prev;
+    }
+    else {
+        list->tail = task->prev;
+    }
+    task->prev = task->next = NULL;
+    list->size--;
 }
 
 //  Add a received message to the task's bag; takes it on success only.
@@ -699,10 +970,14 @@ static int
 s_task_bag_add (s_task_t *task, zi_msg_t **msg_p)
 {
     if (task->nbag == task->capbag) {
-        size_t cap = task->capbag ? task->capbag * 2 : 4;
-        zi_msg_t **bag = (zi_msg_t **)realloc (task->bag, cap * sizeof *bag);
+        size_t cap = task->capbag * 2;
+        zi_msg_t **bag = (zi_msg_t **)malloc (cap * sizeof *bag);
         if (!bag) {
             return ZI_ERR_NOMEM;
+        }
+        memcpy (bag, task->bag, task->nbag * sizeof *bag);
+        if (task->bag != task->bag_inline) {
+            free (task->bag);
         }
         task->bag = bag;
         task->capbag = cap;
@@ -731,12 +1006,6 @@ s_task_tensor_at (const s_task_t *task, const char *name, zi_msg_t **msg_p,
         }
     }
     return NULL;
-}
-
-static const zi_tensor_t *
-s_task_tensor (const s_task_t *task, const char *name)
-{
-    return s_task_tensor_at (task, name, NULL, NULL);
 }
 
 //  True when a tensor of this name is still needed once the task is at
@@ -803,8 +1072,7 @@ static void
 s_task_queue (zi_broker_t *self, s_task_t *task, bool front)
 {
     s_segment_t *seg = &self->segs[task->seg];
-    zlistx_t *queue = seg->queue[task->prio];
-    task->handle = front ? zlistx_add_start (queue, task) : zlistx_add_end (queue, task);
+    s_tlist_push (&seg->queue[task->prio], task, front);
     task->state = S_QUEUED;
     seg->queued++;
 }
@@ -816,14 +1084,14 @@ s_task_release (zi_broker_t *self, s_task_t *task)
 {
     switch (task->state) {
     case S_QUEUED:
-        zlistx_detach (self->segs[task->seg].queue[task->prio], task->handle);
+        s_tlist_remove (&self->segs[task->seg].queue[task->prio], task);
         self->segs[task->seg].queued--;
         break;
     case S_AGG_WAIT:
-        zlistx_detach (self->agg_wait, task->handle);
+        s_tlist_remove (&self->agg_wait, task);
         break;
     case S_AGG_SENT:
-        zlistx_detach (task->agg->tasks, task->handle);
+        s_tlist_remove (&task->agg->tasks, task);
         break;
     default:
         return;
@@ -923,6 +1191,118 @@ s_task_msg (zi_broker_t *self, const s_task_t *task, uint32_t seg,
 //  ---------------------------------------------------------------------
 //  Requests
 
+//  Timers. A request needs the tick at its deadline, and (while its rows
+//  are not all back from the stages) stage_timeout_ms after it was sent
+//  in. It waits in a min-heap on the earlier of the two, so a tick looks
+//  only at what is due: O(due) per tick and O(log n) per change, instead
+//  of a walk over every request in flight every S_TICK_MS.
+
+static int64_t
+s_request_due (const zi_broker_t *self, const s_request_t *req)
+{
+    int64_t due = req->deadline_at ? req->deadline_at : INT64_MAX;
+    if (!req->entry_done && req->entry_sent && self->stage_timeout > 0) {
+        //  lost once now - entry_sent > stage_timeout
+        int64_t lost = req->entry_sent + self->stage_timeout + 1;
+        due = lost < due ? lost : due;
+    }
+    return due;
+}
+
+static void
+s_heap_place (zi_broker_t *self, size_t i, s_request_t *req)
+{
+    self->timers.items[i] = req;
+    req->heap_pos = i + 1;
+}
+
+static void
+s_heap_up (zi_broker_t *self, size_t i)
+{
+    s_request_t *req = self->timers.items[i];
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (self->timers.items[parent]->due <= req->due) {
+            break;
+        }
+        s_heap_place (self, i, self->timers.items[parent]);
+        i = parent;
+    }
+    s_heap_place (self, i, req);
+}
+
+static void
+s_heap_down (zi_broker_t *self, size_t i)
+{
+    s_request_t *req = self->timers.items[i];
+    size_t n = self->timers.size;
+    for (;;) {
+        size_t child = 2 * i + 1;
+        if (child >= n) {
+            break;
+        }
+        if (child + 1 < n
+            && self->timers.items[child + 1]->due < self->timers.items[child]->due) {
+            child++;
+        }
+        if (req->due <= self->timers.items[child]->due) {
+            break;
+        }
+        s_heap_place (self, i, self->timers.items[child]);
+        i = child;
+    }
+    s_heap_place (self, i, req);
+}
+
+static void
+s_timer_remove (zi_broker_t *self, s_request_t *req)
+{
+    if (!req->heap_pos) {
+        return;
+    }
+    size_t i = req->heap_pos - 1;
+    req->heap_pos = 0;
+    s_request_t *last = self->timers.items[--self->timers.size];
+    if (last != req) {
+        s_heap_place (self, i, last);
+        s_heap_up (self, i);
+        s_heap_down (self, last->heap_pos - 1);
+    }
+}
+
+//  The request's deadline or send time changed: (re)place it in the heap.
+//  Out of memory it stays out (its deadline is then not enforced, which
+//  the next change of its state retries); nothing else is lost.
+static void
+s_timer_set (zi_broker_t *self, s_request_t *req)
+{
+    int64_t due = s_request_due (self, req);
+    if (due == INT64_MAX) {
+        s_timer_remove (self, req);
+        return;
+    }
+    if (req->heap_pos) {
+        req->due = due;
+        s_heap_up (self, req->heap_pos - 1);
+        s_heap_down (self, req->heap_pos - 1);
+        return;
+    }
+    if (self->timers.size == self->timers.cap) {
+        size_t cap = self->timers.cap ? self->timers.cap * 2 : 1024;
+        s_request_t **grown
+            = (s_request_t **)realloc (self->timers.items, cap * sizeof *grown);
+        if (!grown) {
+            zi_log_error ("BROKER-NOMEM", "out of memory arming a request's timer");
+            return;
+        }
+        self->timers.items = grown;
+        self->timers.cap = cap;
+    }
+    req->due = due;
+    s_heap_place (self, self->timers.size++, req);
+    s_heap_up (self, req->heap_pos - 1);
+}
+
 //  Rows [first, first+count) of a request came back from the stages.
 //  Returns 1 when they are new, 0 when all were seen before (a duplicate
 //  after a re-injection), -1 when they straddle seen rows or the request.
@@ -981,11 +1361,19 @@ s_request_add_tid (s_request_t *req, uint64_t tid)
     if (req->ntids && req->tids[req->ntids - 1] == tid) {
         return;
     }
+    if (!req->tids) {
+        req->tids = req->tids_inline;
+        req->captids = sizeof req->tids_inline / sizeof req->tids_inline[0];
+    }
     if (req->ntids == req->captids) {
-        size_t cap = req->captids ? req->captids * 2 : 2;
-        uint64_t *grown = (uint64_t *)realloc (req->tids, cap * sizeof *grown);
+        size_t cap = req->captids * 2;
+        uint64_t *grown = (uint64_t *)malloc (cap * sizeof *grown);
         if (!grown) {
             return; //  the task then outlives the request a little
+        }
+        memcpy (grown, req->tids, req->ntids * sizeof *grown);
+        if (req->tids != req->tids_inline) {
+            free (req->tids);
         }
         req->tids = grown;
         req->captids = cap;
@@ -999,6 +1387,7 @@ static void
 s_request_entry_done (zi_broker_t *self, s_request_t *req)
 {
     req->entry_done = true;
+    s_timer_set (self, req);
     zi_msg_destroy (&req->inputs);
     if (req->inject_handle) {
         zlistx_detach (self->inject, req->inject_handle);
@@ -1015,7 +1404,9 @@ s_request_free (s_request_t **req_p)
         zi_msg_destroy (&req->inputs);
         free (req->key);
         free (req->ranges);
-        free (req->tids);
+        if (req->tids != req->tids_inline) {
+            free (req->tids);
+        }
         free (req);
         *req_p = NULL;
     }
@@ -1026,14 +1417,17 @@ s_request_free (s_request_t **req_p)
 static void
 s_request_forget (zi_broker_t *self, s_request_t *req)
 {
-    zhashx_delete (self->requests, &req->rid);
-    zhashx_delete (self->clients, req->key);
+    s_map64_delete (&self->requests, req->rid);
+    s_timer_remove (self, req);
+    if (s_map64_get (&self->clients, s_key_hash (req->key)) == req) {
+        s_map64_delete (&self->clients, s_key_hash (req->key));
+    }
     if (req->inject_handle) {
         zlistx_detach (self->inject, req->inject_handle);
         req->inject_handle = NULL;
     }
     for (size_t i = 0; i < req->ntids; i++) {
-        s_task_t *task = (s_task_t *)zhashx_lookup (self->tasks, &req->tids[i]);
+        s_task_t *task = (s_task_t *)s_map64_get (&self->tasks, req->tids[i]);
         if (!task) {
             continue;
         }
@@ -1052,14 +1446,35 @@ s_request_forget (zi_broker_t *self, s_request_t *req)
 //  ---------------------------------------------------------------------
 //  Answers kept for retries (exactly-once delivery)
 
+//  The answer kept under a client key, or NULL.
+static s_answer_t *
+s_kept_find (zi_broker_t *self, const char *key)
+{
+    s_answer_t *kept = (s_answer_t *)s_map64_get (&self->answers, s_key_hash (key));
+    return kept && strcmp (kept->key, key) == 0 ? kept : NULL;
+}
+
 static void
 s_answer_forget (zi_broker_t *self, s_answer_t *kept)
 {
-    zhashx_delete (self->answers, kept->key);
-    zlistx_detach (self->answer_order, kept->handle);
+    if (s_map64_get (&self->answers, s_key_hash (kept->key)) == kept) {
+        s_map64_delete (&self->answers, s_key_hash (kept->key));
+    }
+    if (kept->prev) {
+        kept->prev->next = kept->next;
+    }
+    else {
+        self->answer_order.head = kept->next;
+    }
+    if (kept->next) {
+        kept->next->prev = kept->prev;
+    }
+    else {
+        self->answer_order.tail = kept->prev;
+    }
+    self->answer_order.size--;
     self->answer_bytes -= kept->bytes;
     zi_msg_destroy (&kept->answer);
-    free (kept->key);
     free (kept);
 }
 
@@ -1068,8 +1483,7 @@ static void
 s_answers_expire (zi_broker_t *self, int64_t now)
 {
     s_answer_t *kept;
-    while ((kept = (s_answer_t *)zlistx_first (self->answer_order))
-           && now - kept->at > S_ANSWER_TTL_MS) {
+    while ((kept = self->answer_order.head) && now - kept->at > S_ANSWER_TTL_MS) {
         s_answer_forget (self, kept);
     }
 }
@@ -1102,7 +1516,7 @@ static int
 s_answer_send (zi_broker_t *self, const s_answer_t *kept, zmsg_t *envelope)
 {
     zi_msg_t *again = s_answer_share (kept->answer, zi_msg_id (kept->answer));
-    if (!again || zi_msg_send_to (&again, self->sock[ZI_PLAN_EP_FRONT], envelope)) {
+    if (!again || s_send_to (&again, self->sock[ZI_PLAN_EP_FRONT], envelope)) {
         zi_msg_destroy (&again);
         return ZI_ERR_IO;
     }
@@ -1123,32 +1537,45 @@ s_answer_keep (zi_broker_t *self, const char *key, uint64_t id, zi_msg_t *answer
     if (bytes > S_ANSWER_KEEP_BYTES) {
         return; //  a retry runs the request again
     }
-    s_answer_t *old = (s_answer_t *)zhashx_lookup (self->answers, key);
+    s_answer_t *old = s_kept_find (self, key);
     if (old) {
         s_answer_forget (self, old);
     }
     s_answer_t *first;
-    while ((first = (s_answer_t *)zlistx_first (self->answer_order))
-           && (zlistx_size (self->answer_order) >= S_ANSWER_MAX
+    while ((first = self->answer_order.head)
+           && (self->answer_order.size >= S_ANSWER_MAX
                || self->answer_bytes + bytes > S_ANSWER_MAX_BYTES)) {
         s_answer_forget (self, first);
     }
-    s_answer_t *kept = (s_answer_t *)calloc (1, sizeof *kept);
-    if (kept) {
-        kept->answer = s_answer_share (answer, id);
-    }
-    if (!kept || !kept->answer || !(kept->key = strdup (key))) {
-        if (kept) {
-            zi_msg_destroy (&kept->answer);
-            free (kept);
-        }
+    size_t keylen = strlen (key);
+    s_answer_t *kept = (s_answer_t *)malloc (sizeof *kept + keylen + 1);
+    if (!kept) {
         return;
     }
+    kept->answer = s_answer_share (answer, id);
+    if (!kept->answer) {
+        free (kept);
+        return;
+    }
+    memcpy (kept->key, key, keylen + 1);
     kept->at = s_now_ms ();
     kept->bytes = bytes;
-    kept->handle = zlistx_add_end (self->answer_order, kept);
-    zhashx_insert (self->answers, kept->key, kept);
+    kept->next = NULL;
+    kept->prev = self->answer_order.tail;
+    if (kept->prev) {
+        kept->prev->next = kept;
+    }
+    else {
+        self->answer_order.head = kept;
+    }
+    self->answer_order.tail = kept;
+    self->answer_order.size++;
     self->answer_bytes += bytes;
+    uint64_t hash = s_key_hash (kept->key);
+    if (s_map64_get (&self->answers, hash) || s_map64_put (&self->answers, hash, kept)) {
+        //  Another key of the same hash, or out of memory: not kept.
+        s_answer_forget (self, kept);
+    }
 }
 
 static void
@@ -1183,7 +1610,7 @@ s_request_answer (zi_broker_t *self, s_request_t *req, zi_msg_t **reply_p)
 {
     s_answer_keep (self, req->key, req->client_id, *reply_p);
     zi_msg_set_id (*reply_p, req->client_id);
-    zi_msg_send_to (reply_p, self->sock[ZI_PLAN_EP_FRONT], req->envelope);
+    s_send_to (reply_p, self->sock[ZI_PLAN_EP_FRONT], req->envelope);
     self->req.completed++;
     s_request_forget (self, req);
 }
@@ -1302,7 +1729,7 @@ s_nudge_partition (zi_broker_t *self)
     if (beat) {
         zi_msg_set_credit (beat, free_credit);
         zi_msg_set_grant (beat, self->part_tasks + free_credit);
-        zi_msg_send (&beat, self->sock[ZI_PLAN_EP_TO_PARTITION]);
+        zi_msg_send_small (&beat, self->sock[ZI_PLAN_EP_TO_PARTITION], NULL);
     }
 }
 
@@ -1346,11 +1773,12 @@ s_request_inject (zi_broker_t *self, s_request_t *req)
         zi_msg_destroy (&msg);
         return -1;
     }
-    if (zi_msg_send (&msg, self->sock[ep])) {
+    if (zi_msg_send_small (&msg, self->sock[ep], NULL)) {
         return -1;
     }
     self->stage[stage].sent++;
     req->entry_sent = now;
+    s_timer_set (self, req);
     return 0;
 }
 
@@ -1574,10 +2002,13 @@ s_check_request (const zi_broker_t *self, const zi_msg_t *msg, uint32_t *rows, c
                  size_t errlen)
 {
     size_t n = zi_msg_tensor_count (msg);
+    //  What the model takes, for the error messages only: built on the
+    //  first error, never for a good REQUEST (snprintf was a few % of the
+    //  broker's time per request).
     char names[512];
-    s_expected_list (self, names, sizeof names);
+#define S_NAMES() (s_expected_list (self, names, sizeof names), names)
     if (n == 0) {
-        snprintf (err, errlen, "REQUEST carries no tensors (the model takes %s)", names);
+        snprintf (err, errlen, "REQUEST carries no tensors (the model takes %s)", S_NAMES ());
         return ZI_CODE_BAD_REQUEST;
     }
     int64_t batch = -1;
@@ -1609,15 +2040,12 @@ s_check_request (const zi_broker_t *self, const zi_msg_t *msg, uint32_t *rows, c
         const zi_plan_tensor_t *want = s_expected (self, name);
         if (!want) {
             snprintf (err, errlen, "unknown input '%s' (the model takes %s)", name,
-                      names);
+                      S_NAMES ());
             return ZI_CODE_BAD_REQUEST;
         }
         if (!self->check_shapes) {
             continue;
         }
-        char got[128], need[128];
-        zi_tensor_shape_str (t, got, sizeof got);
-        zi_shape_str (want->rank, want->shape, need, sizeof need);
         if (want->dtype != ZI_DT_UNDEFINED && t->dtype != want->dtype) {
             snprintf (err, errlen, "input '%s': dtype %s, the model takes %s", name,
                       zi_dtype_name (t->dtype), zi_dtype_name (want->dtype));
@@ -1628,6 +2056,9 @@ s_check_request (const zi_broker_t *self, const zi_msg_t *msg, uint32_t *rows, c
             same = want->shape[k] < 0 || want->shape[k] == t->ne[k];
         }
         if (!same) {
+            char got[128], need[128];
+            zi_tensor_shape_str (t, got, sizeof got);
+            zi_shape_str (want->rank, want->shape, need, sizeof need);
             snprintf (err, errlen, "input '%s': shape %s, the model takes %s", name, got,
                       need);
             return ZI_CODE_BAD_REQUEST;
@@ -1636,7 +2067,7 @@ s_check_request (const zi_broker_t *self, const zi_msg_t *msg, uint32_t *rows, c
     for (size_t i = 0; self->expect && i < self->nexpect; i++) {
         if (!zi_msg_tensor_find (msg, self->expect[i]->name)) {
             snprintf (err, errlen, "missing input '%s' (the model takes %s)",
-                      self->expect[i]->name, names);
+                      self->expect[i]->name, S_NAMES ());
             return ZI_CODE_BAD_REQUEST;
         }
     }
@@ -1647,6 +2078,7 @@ s_check_request (const zi_broker_t *self, const zi_msg_t *msg, uint32_t *rows, c
     }
     *rows = (uint32_t)batch;
     return 0;
+#undef S_NAMES
 }
 
 //  Takes *envelope_p and *msg_p.
@@ -1658,13 +2090,13 @@ s_front_request (zi_broker_t *self, zmsg_t **envelope_p, zi_msg_t **msg_p)
     //  The key lives on the stack until the request is admitted.
     char keybuf[S_KEY_MAX];
     size_t hexlen = s_routing_hex_into (*envelope_p, keybuf);
-    snprintf (keybuf + hexlen, sizeof keybuf - hexlen, "/%" PRIu64, id);
+    s_key_append_id (keybuf + hexlen, id);
     char *key = NULL;
-    if (zhashx_lookup (self->clients, keybuf)) {
+    if (s_client_find (self, keybuf)) {
         self->req.duplicates++; //  its one answer is on its way
         goto done;
     }
-    s_answer_t *kept = (s_answer_t *)zhashx_lookup (self->answers, keybuf);
+    s_answer_t *kept = s_kept_find (self, keybuf);
     if (kept) {
         //  Answered before, and the client did not get it (or retried
         //  too early): the same answer again, and the request is not run
@@ -1697,7 +2129,7 @@ s_front_request (zi_broker_t *self, zmsg_t **envelope_p, zi_msg_t **msg_p)
         s_send_error (self, ZI_PLAN_EP_FRONT, *envelope_p, true, id, code, "%s", err);
         goto done;
     }
-    size_t inflight = zhashx_size (self->requests);
+    size_t inflight = self->requests.size;
     if ((int64_t)inflight >= self->queue_limit) {
         self->req.busy++;
         s_send_error (self, ZI_PLAN_EP_FRONT, *envelope_p, true, id, ZI_CODE_BUSY,
@@ -1730,9 +2162,18 @@ s_front_request (zi_broker_t *self, zmsg_t **envelope_p, zi_msg_t **msg_p)
     }
     req->deadline_at = req->budget_ms ? now + req->budget_ms : 0;
     req->rows = rows;
-    zhashx_insert (self->requests, &req->rid, req);
-    zhashx_insert (self->clients, req->key, req);
+    if (s_map64_put (&self->requests, req->rid, req)) {
+        s_send_error (self, ZI_PLAN_EP_FRONT, req->envelope, true, id, ZI_CODE_BUSY,
+                      "broker out of memory");
+        s_request_free (&req);
+        goto done;
+    }
+    uint64_t hash = s_key_hash (req->key);
+    if (!s_map64_get (&self->clients, hash)) {
+        s_map64_put (&self->clients, hash, req); //  else no duplicate detection
+    }
     self->req.admitted++;
+    s_timer_set (self, req);
     if (self->has_pre || self->has_part) {
         req->inputs = msg;
         *msg_p = NULL;
@@ -1750,6 +2191,7 @@ s_front_request (zi_broker_t *self, zmsg_t **envelope_p, zi_msg_t **msg_p)
         }
         s_request_rows (req, 0, rows);
         req->entry_done = true;
+        s_timer_set (self, req);
         s_task_bind (self, task);
         s_task_queue (self, task, false);
     }
@@ -1805,7 +2247,7 @@ s_handle_front (zi_broker_t *self)
             if (reply) {
                 zi_msg_set_id (reply, zi_msg_id (msg));
                 zi_msg_set_health (reply, true, s_ready (self));
-                zi_msg_send_to (&reply, sock, envelope);
+                s_send_to (&reply, sock, envelope);
             }
             break;
         }
@@ -1847,13 +2289,12 @@ s_worker_requeue (zi_broker_t *self, s_worker_t *w, const char *why)
     char reason[256];
     snprintf (reason, sizeof reason, "replica %s %s", w->name, why);
     s_task_t *task;
-    while ((task = (s_task_t *)zlistx_last (w->tasks))) {
-        zlistx_detach_cur (w->tasks);
+    while ((task = w->tasks.tail)) {
+        s_tlist_remove (&w->tasks, task);
         w->inflight--;
         seg->inflight--;
         task->state = S_HELD;
         task->worker = NULL;
-        task->handle = NULL;
         s_task_retry (self, task, reason);
     }
 }
@@ -1872,7 +2313,6 @@ s_worker_remove (zi_broker_t *self, s_worker_t *w, const char *why)
         seg->empty_since = s_now_ms ();
     }
     zhashx_delete (self->workers, w->key);
-    zlistx_destroy (&w->tasks);
     zmsg_destroy (&w->envelope);
     free (w->name);
     free (w->key);
@@ -1920,7 +2360,7 @@ s_worker_ready (zi_broker_t *self, s_worker_t *w, const char *key, zmsg_t **enve
             return;
         }
         w = (s_worker_t *)calloc (1, sizeof *w);
-        if (!w || !(w->key = strdup (key)) || !(w->tasks = zlistx_new ())) {
+        if (!w || !(w->key = strdup (key))) {
             if (w) {
                 free (w->key);
                 free (w);
@@ -1948,8 +2388,7 @@ s_worker_ready (zi_broker_t *self, s_worker_t *w, const char *key, zmsg_t **enve
             if (w->slot >= 0) {
                 zi_sched_sel_remove (seg->sel, w->slot);
             }
-            zlistx_destroy (&w->tasks);
-            zmsg_destroy (&w->envelope);
+                    zmsg_destroy (&w->envelope);
             free (w->key);
             free (w);
             return;
@@ -1961,10 +2400,10 @@ s_worker_ready (zi_broker_t *self, s_worker_t *w, const char *key, zmsg_t **enve
     else {
         //  A worker says READY when it starts (or restarts under the same
         //  name) and when the broker forgot it: what it held is lost.
-        if (zlistx_size (w->tasks)) {
+        if (w->tasks.size) {
             zi_log_info ("BROKER-WORKER-RESTARTED",
                          "worker %s said READY again: %zu tasks re-queued", w->name,
-                         zlistx_size (w->tasks));
+                         w->tasks.size);
             s_worker_requeue (self, w, "restarted");
         }
         w->capacity = zi_msg_capacity (msg);
@@ -1996,17 +2435,55 @@ static void s_task_advance (zi_broker_t *self, s_task_t *task);
 static s_task_t *
 s_worker_take (zi_broker_t *self, s_worker_t *w, uint64_t tid)
 {
-    s_task_t *task = (s_task_t *)zhashx_lookup (self->tasks, &tid);
+    s_task_t *task = (s_task_t *)s_map64_get (&self->tasks, tid);
     if (!task || task->state != S_INFLIGHT || task->worker != w) {
         return NULL;
     }
-    zlistx_detach (w->tasks, task->handle);
+    s_tlist_remove (&w->tasks, task);
     w->inflight--;
     self->segs[w->seg].inflight--;
     task->state = S_HELD;
     task->worker = NULL;
-    task->handle = NULL;
     return task;
+}
+
+//  Check a RESULT's tensors before the task keeps them: every tensor a
+//  later segment or the client will read must hold the task's rows along
+//  dimension 0 (PROTOCOL.md 7.2: a task's tensors stack the rows of its
+//  entries), since the next TASK, the aggregator and the direct reply all
+//  cut and stack rows there. A tensor without that axis (a weight a plan
+//  cut turned into a segment output, say) is named in why. 0 or -1.
+static int
+s_result_check (const zi_broker_t *self, const s_task_t *task, const s_worker_t *w,
+                const zi_msg_t *msg, char *why, size_t len)
+{
+    uint64_t rows = 0;
+    for (size_t i = 0; i < task->nreqs; i++) {
+        rows += task->reqs[i].count;
+    }
+    for (size_t k = 0; k < zi_msg_tensor_count (msg); k++) {
+        const char *name = zi_msg_tensor_name (msg, k);
+        const zi_tensor_t *t = zi_msg_tensor (msg, k);
+        if (!s_needed_from (self, task->seg + 1, name)) {
+            continue; //  nobody reads it: pruned right away
+        }
+        if (t->rank >= 1 && t->ne[0] >= 0 && (uint64_t)t->ne[0] == rows) {
+            continue;
+        }
+        char shape[160];
+        zi_tensor_shape_str (t, shape, sizeof shape);
+        snprintf (why, len,
+                  "segment %" PRIu32 " (replica %s) returned tensor '%s' as %s%s for task %" PRIu64
+                  ", which holds %" PRIu64 " rows: a tensor passed on needs those rows "
+                  "along dimension 0 (%s)",
+                  task->seg, w->name ? w->name : "?", name, zi_dtype_name (t->dtype), shape,
+                  task->tid, rows,
+                  t->rank < 1 ? "it has no batch axis"
+                              : "its dimension 0 is not the batch; a weight cut into a "
+                                "segment input?");
+        return -1;
+    }
+    return 0;
 }
 
 static void
@@ -2031,6 +2508,19 @@ s_worker_result (zi_broker_t *self, s_worker_t *w, zi_msg_t **msg_p)
     }
     s_rstats_latency (w->stats, s_now_us () - task->sent_us);
     self->segs[w->seg].done++;
+    char why[ZI_MSG_MAX_REASON];
+    if (task->live > 0 && s_result_check (self, task, w, msg, why, sizeof why)) {
+        //  A worker bug (or a plan cut where it should not be): the
+        //  requests fail with the reason, the bad bytes go nowhere.
+        if (w->stats) {
+            w->stats->errors++;
+        }
+        zi_log_warn ("BROKER-RESULT-BAD", "%s", why);
+        s_task_fail (self, task, ZI_CODE_INTERNAL, why);
+        s_task_destroy (self, &task);
+        zi_msg_destroy (msg_p);
+        return;
+    }
     if (task->live == 0 || s_task_bag_add (task, msg_p)) {
         s_task_destroy (self, &task);
         zi_msg_destroy (msg_p);
@@ -2072,14 +2562,23 @@ s_handle_work (zi_broker_t *self)
         zmsg_t *envelope = NULL;
         zi_msg_t *msg = NULL;
         char err[ZI_MSG_MAX_REASON];
-        int rc = zi_msg_recv_from (sock, &envelope, &msg, err, sizeof err);
-        if (rc == ZI_ERR_IO && !envelope) {
+        uint8_t id[ZI_MSG_MAX_ROUTING_ID];
+        size_t idlen = 0;
+        bool delimited = false;
+        int rc = zi_msg_recv_routed (sock, id, &idlen, &delimited, &msg, err, sizeof err);
+        if (rc == ZI_ERR_IO && idlen == 0) {
             break;
         }
         char keybuf[S_KEY_MAX];
-        s_routing_hex_into (envelope, keybuf);
-        char *key = envelope ? keybuf : NULL;
+        s_hex_into (id, idlen, keybuf);
+        char *key = idlen ? keybuf : NULL;
         s_worker_t *w = key ? (s_worker_t *)zhashx_lookup (self->workers, key) : NULL;
+        zi_cmd_t cmd = rc ? (zi_cmd_t)0 : zi_msg_cmd (msg);
+        bool hot = w
+                   && (cmd == ZI_CMD_RESULT || cmd == ZI_CMD_HEARTBEAT || cmd == ZI_CMD_ERROR);
+        if (!hot && idlen) {
+            envelope = s_envelope_new (id, idlen, delimited);
+        }
         if (rc || !key) {
             s_drop (self, ZI_PLAN_EP_WORK, "BROKER-BAD-MESSAGE", "from %s: %s",
                     w ? w->name : "an unknown peer", err);
@@ -2089,9 +2588,10 @@ s_handle_work (zi_broker_t *self)
             }
             goto next;
         }
-        zi_cmd_t cmd = zi_msg_cmd (msg);
         if (cmd == ZI_CMD_READY) {
-            s_worker_ready (self, w, key, &envelope, msg);
+            if (envelope) { //  else out of memory: it says READY again
+                s_worker_ready (self, w, key, &envelope, msg);
+            }
             goto next;
         }
         if (!w) {
@@ -2124,7 +2624,7 @@ s_handle_work (zi_broker_t *self)
                          "worker %s (segment %" PRIu32 ") disconnected: %s;"
                          " %zu tasks re-queued",
                          w->name, w->seg, zi_msg_reason (msg) ? zi_msg_reason (msg) : "-",
-                         zlistx_size (w->tasks));
+                         w->tasks.size);
             s_worker_remove (self, w, "disconnected");
             break;
         default:
@@ -2172,8 +2672,8 @@ static void
 s_agg_remove (zi_broker_t *self, s_agg_t *agg)
 {
     s_task_t *task;
-    while ((task = (s_task_t *)zlistx_last (agg->tasks))) {
-        zlistx_detach_cur (agg->tasks);
+    while ((task = agg->tasks.tail)) {
+        s_tlist_remove (&agg->tasks, task);
         for (size_t i = 0; i < task->nreqs; i++) {
             s_request_t *req = s_request_find (self, task->reqs[i].id);
             if (req && req->agg_serial == agg->serial) {
@@ -2182,7 +2682,7 @@ s_agg_remove (zi_broker_t *self, s_agg_t *agg)
         }
         task->agg = NULL;
         task->state = S_AGG_WAIT;
-        task->handle = zlistx_add_start (self->agg_wait, task);
+        s_tlist_push (&self->agg_wait, task, true);
     }
     for (s_agg_t *it = (s_agg_t *)zlistx_first (self->aggs); it;
          it = (s_agg_t *)zlistx_next (self->aggs)) {
@@ -2191,7 +2691,6 @@ s_agg_remove (zi_broker_t *self, s_agg_t *agg)
             break;
         }
     }
-    zlistx_destroy (&agg->tasks);
     zmsg_destroy (&agg->envelope);
     free (agg->name);
     free (agg->key);
@@ -2224,11 +2723,9 @@ s_agg_hello (zi_broker_t *self, s_agg_t *agg, const char *key, zmsg_t **envelope
             return;
         }
         agg = (s_agg_t *)calloc (1, sizeof *agg);
-        if (!agg || !(agg->key = strdup (key)) || !(agg->tasks = zlistx_new ())
-            || !(agg->name = strdup (name))) {
+        if (!agg || !(agg->key = strdup (key)) || !(agg->name = strdup (name))) {
             if (agg) {
-                zlistx_destroy (&agg->tasks);
-                free (agg->key);
+                            free (agg->key);
                 free (agg);
             }
             return;
@@ -2246,18 +2743,18 @@ s_agg_hello (zi_broker_t *self, s_agg_t *agg, const char *key, zmsg_t **envelope
             agg->name = copy;
         }
     }
-    if (!fresh && zi_msg_cmd (msg) == ZI_CMD_READY && zlistx_size (agg->tasks)) {
+    if (!fresh && zi_msg_cmd (msg) == ZI_CMD_READY && agg->tasks.size) {
         //  It (re)started: the tasks it held are gone with the old process.
         //  They go to it again (their requests stay with it).
         zi_log_info ("BROKER-AGG-RESTARTED",
                      "aggregator %s said READY again: %zu tasks sent again", agg->name,
-                     zlistx_size (agg->tasks));
+                     agg->tasks.size);
         s_task_t *task;
-        while ((task = (s_task_t *)zlistx_last (agg->tasks))) {
-            zlistx_detach_cur (agg->tasks);
+        while ((task = agg->tasks.tail)) {
+            s_tlist_remove (&agg->tasks, task);
             task->agg = NULL;
             task->state = S_AGG_WAIT;
-            task->handle = zlistx_add_start (self->agg_wait, task);
+            s_tlist_push (&self->agg_wait, task, true);
         }
     }
     bool changed = agg->capacity != capacity;
@@ -2310,7 +2807,7 @@ s_handle_aggregate (zi_broker_t *self)
             if (agg) {
                 zi_log_info ("BROKER-AGG-GONE",
                              "aggregator %s disconnected; %zu tasks move", agg->name,
-                             zlistx_size (agg->tasks));
+                             agg->tasks.size);
                 s_agg_remove (self, agg);
             }
             else {
@@ -2376,14 +2873,13 @@ static void
 s_dispatch_aggs (zi_broker_t *self)
 {
     s_task_t *task;
-    while ((task = (s_task_t *)zlistx_first (self->agg_wait))) {
+    while ((task = self->agg_wait.head)) {
         s_agg_t *agg = s_agg_for (self, task);
         if (!agg) {
             break; //  tasks wait; their deadlines still run
         }
-        zlistx_detach (self->agg_wait, task->handle);
+        s_tlist_remove (&self->agg_wait, task);
         task->state = S_HELD;
-        task->handle = NULL;
         char err[ZI_MSG_MAX_REASON];
         zi_msg_t *msg = s_task_msg (self, task, (uint32_t)self->nsegs, self->out_names,
                                     self->nout, err, sizeof err);
@@ -2393,13 +2889,13 @@ s_dispatch_aggs (zi_broker_t *self)
             s_task_destroy (self, &task);
             continue;
         }
-        zi_msg_send_to (&msg, self->sock[ZI_PLAN_EP_TO_AGGREGATE], agg->envelope);
+        s_send_to (&msg, self->sock[ZI_PLAN_EP_TO_AGGREGATE], agg->envelope);
         self->stage[S_STAGE_AGG].sent++;
         agg->sent++;
         agg->last_send = s_now_ms ();
         task->state = S_AGG_SENT;
         task->agg = agg;
-        task->handle = zlistx_add_end (agg->tasks, task);
+        s_tlist_push (&agg->tasks, task, false);
     }
 }
 
@@ -2492,12 +2988,20 @@ s_reply_direct (zi_broker_t *self, s_task_t *task)
             zi_msg_t *reply = zi_msg_new (ZI_CMD_REPLY);
             int rc = reply ? 0 : ZI_ERR_NOMEM;
             for (size_t k = 0; !rc && k < self->nout; k++) {
-                const zi_tensor_t *t = s_task_tensor (task, self->out_names[k]);
+                zi_msg_t *holder = NULL;
+                size_t at = 0;
+                const zi_tensor_t *t
+                    = s_task_tensor_at (task, self->out_names[k], &holder, &at);
                 zi_tensor_t rows;
                 rc = !t || t->rank < 1
                          ? ZI_ERR_NOTFOUND
                          : zi_tensor_slice_rows (t, (int64_t)offset, e->count, &rows);
-                if (!rc) {
+                if (!rc && offset == 0 && (int64_t)e->count == t->ne[0]) {
+                    //  All the rows are this request's: the reply shares
+                    //  the RESULT's bytes (no copy).
+                    rc = zi_msg_add_tensor_ref (reply, self->out_names[k], holder, at);
+                }
+                else if (!rc) {
                     rc = zi_msg_add_tensor_copy (reply, self->out_names[k], &rows);
                     self->copied_bytes += rows.nbytes;
                 }
@@ -2528,7 +3032,7 @@ s_task_advance (zi_broker_t *self, s_task_t *task)
     }
     else if (self->has_agg) {
         task->state = S_AGG_WAIT;
-        task->handle = zlistx_add_end (self->agg_wait, task);
+        s_tlist_push (&self->agg_wait, task, false);
     }
     else {
         s_reply_direct (self, task);
@@ -2554,7 +3058,7 @@ s_dispatch_segment (zi_broker_t *self, uint32_t s)
         }
         uint32_t ready = 0;
         for (size_t c = 0; c < self->nclasses; c++) {
-            if (zlistx_size (seg->queue[c])) {
+            if (seg->queue[c].size) {
                 ready |= 1u << c;
             }
         }
@@ -2562,10 +3066,10 @@ s_dispatch_segment (zi_broker_t *self, uint32_t s)
         if (c < 0) {
             break;
         }
-        s_task_t *task = (s_task_t *)zlistx_detach (seg->queue[c], NULL);
+        s_task_t *task = seg->queue[c].head;
+        s_tlist_remove (&seg->queue[c], task);
         seg->queued--;
         task->state = S_HELD;
-        task->handle = NULL;
         if (task->live == 0) {
             s_task_destroy (self, &task);
             continue;
@@ -2579,7 +3083,7 @@ s_dispatch_segment (zi_broker_t *self, uint32_t s)
             s_task_destroy (self, &task);
             continue;
         }
-        if (zi_msg_send_to (&msg, self->sock[ZI_PLAN_EP_WORK], w->envelope)) {
+        if (s_send_to (&msg, self->sock[ZI_PLAN_EP_WORK], w->envelope)) {
             //  A ROUTER only refuses what it can never send.
             snprintf (err, sizeof err, "cannot send task %" PRIu64 " to %s: %s",
                       task->tid, w->name, zmq_strerror (errno));
@@ -2591,7 +3095,7 @@ s_dispatch_segment (zi_broker_t *self, uint32_t s)
         zi_sched_sel_commit (seg->sel, slot);
         task->state = S_INFLIGHT;
         task->worker = w;
-        task->handle = zlistx_add_end (w->tasks, task);
+        s_tlist_push (&w->tasks, task, false);
         task->sent_us = s_now_us ();
         w->inflight++;
         w->last_send = task->sent_us / 1000;
@@ -2613,7 +3117,7 @@ s_dispatch (zi_broker_t *self)
             s_dispatch_segment (self, (uint32_t)s);
         }
     }
-    if (zlistx_size (self->agg_wait)) {
+    if (self->agg_wait.size) {
         s_dispatch_aggs (self);
     }
     s_nudge_partition (self);
@@ -2647,7 +3151,7 @@ s_tick_peers (zi_broker_t *self, int64_t now)
         zi_log_warn ("BROKER-WORKER-EXPIRED",
                      "worker %s (segment %" PRIu32 ") silent for %" PRId64
                      " ms: %zu tasks re-queued",
-                     w->name, w->seg, now - w->last_recv, zlistx_size (w->tasks));
+                     w->name, w->seg, now - w->last_recv, w->tasks.size);
         s_worker_remove (self, w, "expired");
     }
     free (dead);
@@ -2657,7 +3161,7 @@ s_tick_peers (zi_broker_t *self, int64_t now)
             zi_log_warn ("BROKER-AGG-EXPIRED",
                          "aggregator %s silent for %" PRId64 " ms: %zu tasks "
                          "move",
-                         agg->name, now - agg->last_recv, zlistx_size (agg->tasks));
+                         agg->name, now - agg->last_recv, agg->tasks.size);
             s_agg_remove (self, agg);
             agg = (s_agg_t *)zlistx_first (self->aggs); //  list changed
             continue;
@@ -2688,7 +3192,7 @@ s_request_blocked (zi_broker_t *self, const s_request_t *req, char *why, size_t 
     }
     for (size_t i = 0; i < req->ntids; i++) {
         const s_task_t *task
-            = (const s_task_t *)zhashx_lookup (self->tasks, &req->tids[i]);
+            = (const s_task_t *)s_map64_get (&self->tasks, req->tids[i]);
         if (!task) {
             continue;
         }
@@ -2714,28 +3218,26 @@ s_request_blocked (zi_broker_t *self, const s_request_t *req, char *why, size_t 
 static void
 s_tick_requests (zi_broker_t *self, int64_t now)
 {
-    //  Collected first (a request cannot be forgotten while the table is
-    //  walked), at most S_TICK_BATCH per tick: the rest are found on the
-    //  next one, 5 ms later, and a tick never allocates.
+    //  What is due comes off the heap first (failing a request may forget
+    //  others), at most S_TICK_BATCH per tick: the rest are found on the
+    //  next one, 5 ms later.
     enum { S_TICK_BATCH = 512 };
     uint64_t rids[S_TICK_BATCH];
-    size_t n = S_TICK_BATCH;
-    if (zhashx_size (self->requests) == 0) {
-        return;
-    }
     size_t k = 0;
-    for (s_request_t *req = (s_request_t *)zhashx_first (self->requests); req;
-         req = (s_request_t *)zhashx_next (self->requests)) {
-        bool late = req->deadline_at && now >= req->deadline_at;
-        bool lost = !req->entry_done && req->entry_sent && self->stage_timeout > 0
-                    && now - req->entry_sent > self->stage_timeout;
-        if ((late || lost) && k < n) {
-            rids[k++] = req->rid;
-        }
+    while (self->timers.size && k < S_TICK_BATCH && self->timers.items[0]->due <= now) {
+        s_request_t *req = self->timers.items[0];
+        s_timer_remove (self, req);
+        rids[k++] = req->rid;
     }
     for (size_t i = 0; i < k; i++) {
         s_request_t *req = s_request_find (self, rids[i]);
         if (!req) {
+            continue;
+        }
+        bool lost = !req->entry_done && req->entry_sent && self->stage_timeout > 0
+                    && now - req->entry_sent > self->stage_timeout;
+        if (!(req->deadline_at && now >= req->deadline_at) && !lost) {
+            s_timer_set (self, req); //  not due after all: wait again
             continue;
         }
         if (req->deadline_at && now >= req->deadline_at) {
@@ -2764,6 +3266,7 @@ s_tick_requests (zi_broker_t *self, int64_t now)
         }
         req->entry_attempt++;
         req->entry_sent = 0;
+        s_timer_set (self, req);
         self->req.reinjected++;
         zi_log_info ("BROKER-REINJECT",
                      "request %" PRIu64 ": no rows back from the stages in %" PRId64
@@ -2862,7 +3365,7 @@ s_pk_segment (zi_broker_t *self, msgpack_packer *pk, size_t s)
     s_pk_str (pk, "queued");
     msgpack_pack_array (pk, self->nclasses);
     for (size_t c = 0; c < self->nclasses; c++) {
-        msgpack_pack_uint64 (pk, zlistx_size (seg->queue[c]));
+        msgpack_pack_uint64 (pk, seg->queue[c].size);
     }
     s_pk_u64 (pk, "inflight", seg->inflight);
     s_pk_u64 (pk, "tasks", seg->done);
@@ -2993,11 +3496,11 @@ s_pack_stats (zi_broker_t *self, msgpack_packer *pk)
     }
     for (s_agg_t *agg = (s_agg_t *)zlistx_first (self->aggs); agg;
          agg = (s_agg_t *)zlistx_next (self->aggs)) {
-        at_agg += zlistx_size (agg->tasks);
+        at_agg += agg->tasks.size;
     }
-    for (s_request_t *req = (s_request_t *)zhashx_first (self->requests); req;
-         req = (s_request_t *)zhashx_next (self->requests)) {
-        waiting_rows += !req->entry_done;
+    for (size_t i = 0; i < self->requests.cap; i++) {
+        const s_request_t *req = (const s_request_t *)self->requests.slots[i].item;
+        waiting_rows += req && !req->entry_done;
     }
     msgpack_pack_map (pk, 10);
     s_pk_u64 (pk, "uptime_ms", (uint64_t)(now - self->started));
@@ -3008,13 +3511,13 @@ s_pack_stats (zi_broker_t *self, msgpack_packer *pk)
     s_pk_u64 (pk, "admitted", self->req.admitted);
     s_pk_u64 (pk, "completed", self->req.completed);
     s_pk_u64 (pk, "failed", self->req.failed);
-    s_pk_u64 (pk, "inflight", zhashx_size (self->requests));
+    s_pk_u64 (pk, "inflight", self->requests.size);
     s_pk_u64 (pk, "busy", self->req.busy);
     s_pk_u64 (pk, "timeout", self->req.timeout);
     s_pk_u64 (pk, "duplicates", self->req.duplicates);
     s_pk_u64 (pk, "reinjected", self->req.reinjected);
     s_pk_u64 (pk, "replayed", self->req.replayed);
-    s_pk_u64 (pk, "answers_kept", zlistx_size (self->answer_order));
+    s_pk_u64 (pk, "answers_kept", self->answer_order.size);
     s_pk_u64 (pk, "answers_bytes", self->answer_bytes);
     s_pk_str (pk, "errors");
     msgpack_pack_map (pk, nerrors);
@@ -3035,7 +3538,7 @@ s_pack_stats (zi_broker_t *self, msgpack_packer *pk)
     s_pk_u64 (pk, "created", self->task.created);
     s_pk_u64 (pk, "queued", queued);
     s_pk_u64 (pk, "inflight", inflight);
-    s_pk_u64 (pk, "waiting_aggregator", zlistx_size (self->agg_wait));
+    s_pk_u64 (pk, "waiting_aggregator", self->agg_wait.size);
     s_pk_u64 (pk, "at_aggregator", at_agg);
     s_pk_u64 (pk, "redispatched", self->task.redispatched);
     s_pk_u64 (pk, "results_dropped", self->task.results_dropped);
@@ -3068,7 +3571,7 @@ s_pack_stats (zi_broker_t *self, msgpack_packer *pk)
         s_pk_str (pk, agg->name);
         s_pk_f64 (pk, "capacity", agg->capacity);
         s_pk_u64 (pk, "tasks", agg->sent);
-        s_pk_u64 (pk, "inflight", zlistx_size (agg->tasks));
+        s_pk_u64 (pk, "inflight", agg->tasks.size);
         s_pk_bool (pk, "live", true);
     }
 
@@ -3108,7 +3611,7 @@ s_front_stats (zi_broker_t *self, zmsg_t *envelope, uint64_t id)
         return;
     }
     zi_msg_set_id (reply, id);
-    zi_msg_send_to (&reply, self->sock[ZI_PLAN_EP_FRONT], envelope);
+    s_send_to (&reply, self->sock[ZI_PLAN_EP_FRONT], envelope);
 }
 
 //  ---------------------------------------------------------------------
@@ -3294,11 +3797,6 @@ zi_broker_new (const zi_plan_t *plan, char *err, size_t errlen)
         if (!seg->sel || !seg->prio) {
             goto nomem;
         }
-        for (size_t c = 0; c < self->nclasses; c++) {
-            if (!(seg->queue[c] = zlistx_new ())) {
-                goto nomem;
-            }
-        }
     }
     self->nout = plan->model.n_outputs;
     self->out_names = (const char **)calloc (self->nout + 1, sizeof *self->out_names);
@@ -3312,27 +3810,21 @@ zi_broker_new (const zi_plan_t *plan, char *err, size_t errlen)
     if (s_setup_inputs (self, err, errlen)) {
         goto fail;
     }
-    self->requests = s_u64_map_new ();
-    self->tasks = s_u64_map_new ();
-    self->clients = zhashx_new ();
+    if (s_map64_init (&self->requests, 1024) || s_map64_init (&self->tasks, 1024)) {
+        goto nomem;
+    }
+    if (s_map64_init (&self->clients, 1024) || s_map64_init (&self->answers, 1024)) {
+        goto nomem;
+    }
     self->workers = zhashx_new ();
     self->rstats = zhashx_new ();
     self->aggs = zlistx_new ();
     self->inject = zlistx_new ();
-    self->agg_wait = zlistx_new ();
-    if (!self->requests || !self->tasks || !self->clients || !self->workers
-        || !self->rstats || !self->aggs || !self->inject || !self->agg_wait) {
+    if (!self->workers
+        || !self->rstats || !self->aggs || !self->inject) {
         goto nomem;
     }
     zhashx_set_destructor (self->rstats, s_rstats_destroy);
-    self->answers = zhashx_new ();
-    self->answer_order = zlistx_new ();
-    if (!self->answers || !self->answer_order) {
-        goto nomem;
-    }
-    //  Keys are the answers' own strings: the entry goes before its item.
-    zhashx_set_key_duplicator (self->answers, NULL);
-    zhashx_set_key_destructor (self->answers, NULL);
     //  The plan's preprocess and partition replicas, heard on PUSH links.
     for (size_t i = 0; i < plan->n_stages; i++) {
         const zi_plan_stage_t *st = &plan->stages[i];
@@ -3416,30 +3908,24 @@ zi_broker_destroy (zi_broker_t **self_p)
     zi_broker_t *self = *self_p;
     //  Requests first (no answers: zi_broker_run drains), then every task
     //  wherever it is, then the peers and queues that pointed at them.
-    if (self->requests) {
-        for (s_request_t *req = (s_request_t *)zhashx_first (self->requests); req;
-             req = (s_request_t *)zhashx_next (self->requests)) {
-            s_request_free (&req);
-        }
-        zhashx_destroy (&self->requests);
+    for (size_t i = 0; i < self->requests.cap; i++) {
+        s_request_t *req = (s_request_t *)self->requests.slots[i].item;
+        s_request_free (&req);
     }
-    if (self->tasks) {
-        for (s_task_t *task = (s_task_t *)zhashx_first (self->tasks); task;
-             task = (s_task_t *)zhashx_next (self->tasks)) {
-            for (size_t i = 0; i < task->nbag; i++) {
-                zi_msg_destroy (&task->bag[i]);
-            }
-            free (task->bag);
-            free (task->reqs);
+    s_map64_free (&self->requests);
+    free (self->timers.items);
+    for (size_t i = 0; i < self->tasks.cap; i++) {
+        s_task_t *task = (s_task_t *)self->tasks.slots[i].item;
+        if (task) {
+            s_task_clear (task);
             free (task);
         }
-        zhashx_destroy (&self->tasks);
     }
+    s_map64_free (&self->tasks);
     if (self->workers) {
         for (s_worker_t *w = (s_worker_t *)zhashx_first (self->workers); w;
              w = (s_worker_t *)zhashx_next (self->workers)) {
-            zlistx_destroy (&w->tasks);
-            zmsg_destroy (&w->envelope);
+                    zmsg_destroy (&w->envelope);
             free (w->name);
             free (w->key);
             free (w);
@@ -3449,37 +3935,35 @@ zi_broker_destroy (zi_broker_t **self_p)
     if (self->aggs) {
         for (s_agg_t *agg = (s_agg_t *)zlistx_first (self->aggs); agg;
              agg = (s_agg_t *)zlistx_next (self->aggs)) {
-            zlistx_destroy (&agg->tasks);
-            zmsg_destroy (&agg->envelope);
+                    zmsg_destroy (&agg->envelope);
             free (agg->name);
             free (agg->key);
             free (agg);
         }
         zlistx_destroy (&self->aggs);
     }
-    zhashx_destroy (&self->clients);
-    zhashx_destroy (&self->rstats);
-    if (self->answer_order) {
-        s_answer_t *kept;
-        while ((kept = (s_answer_t *)zlistx_first (self->answer_order))) {
-            s_answer_forget (self, kept);
-        }
-        zlistx_destroy (&self->answer_order);
+    while (self->task_pool) {
+        s_task_t *task = self->task_pool;
+        self->task_pool = task->next;
+        free (task);
     }
-    zhashx_destroy (&self->answers);
+    s_map64_free (&self->clients);
+    zhashx_destroy (&self->rstats);
+    if (self->answers.slots) {
+        while (self->answer_order.head) {
+            s_answer_forget (self, self->answer_order.head);
+        }
+    }
+    s_map64_free (&self->answers);
     for (size_t i = 0; i < self->nspeers; i++) {
         free (self->speers[i].name);
     }
     free (self->speers);
     zlistx_destroy (&self->inject);
-    zlistx_destroy (&self->agg_wait);
     for (size_t s = 0; self->segs && s < self->nsegs; s++) {
         s_segment_t *seg = &self->segs[s];
         zi_sched_sel_destroy (&seg->sel);
         zi_sched_prio_destroy (&seg->prio);
-        for (size_t c = 0; c < ZI_SCHED_MAX_CLASSES; c++) {
-            zlistx_destroy (&seg->queue[c]);
-        }
         free (seg->slots);
     }
     free (self->segs);
@@ -3515,20 +3999,22 @@ s_begin_drain (zi_broker_t *self, const char *why)
     zi_log_info ("BROKER-DRAIN",
                  "%s: no new requests; waiting up to %d ms for the %zu in "
                  "flight",
-                 why, ZI_BROKER_DRAIN_MS, zhashx_size (self->requests));
+                 why, ZI_BROKER_DRAIN_MS, self->requests.size);
 }
 
 //  Answer what is left, and tell every peer the broker is gone.
 static void
 s_shutdown (zi_broker_t *self)
 {
-    size_t left = zhashx_size (self->requests);
+    size_t left = self->requests.size;
     if (left) {
         uint64_t *rids = (uint64_t *)malloc (left * sizeof *rids);
         size_t k = 0;
-        for (s_request_t *req = (s_request_t *)zhashx_first (self->requests); rids && req;
-             req = (s_request_t *)zhashx_next (self->requests)) {
-            rids[k++] = req->rid;
+        for (size_t i = 0; rids && i < self->requests.cap; i++) {
+            s_request_t *req = (s_request_t *)self->requests.slots[i].item;
+            if (req) {
+                rids[k++] = req->rid;
+            }
         }
         for (size_t i = 0; i < k; i++) {
             s_request_t *req = s_request_find (self, rids[i]);
@@ -3655,7 +4141,7 @@ zi_broker_run (zi_broker_t *self)
         }
         s_dispatch (self);
         if (self->draining
-            && (zhashx_size (self->requests) == 0 || now >= self->drain_until)) {
+            && (self->requests.size == 0 || now >= self->drain_until)) {
             break;
         }
     }

@@ -2402,8 +2402,14 @@ s_send (zi_msg_t **self_p, zsock_t *sock, zmsg_t *envelope,
     hbuf.alloc = sizeof hbuf.stack;
     int rc = ZI_OK;
     if (!header) {
-        msgpack_sbuffer sbuf;
-        msgpack_sbuffer_init (&sbuf);
+        //  msgpack's sbuffer would start at 8 KiB: a malloc outside the
+        //  allocator's small-size caches for every message; headers are
+        //  60-200 bytes (the buffer grows when one is longer).
+        msgpack_sbuffer sbuf = {0, (char *) malloc (S_HEADER_STACK),
+                                S_HEADER_STACK};
+        if (!sbuf.data) {
+            sbuf.alloc = 0;
+        }
         rc = s_encode_header (self, &sbuf);
         if (!rc && s_hbuf_write (&hbuf, sbuf.data, sbuf.size)) {
             rc = ZI_ERR_NOMEM;
@@ -2471,6 +2477,35 @@ zi_msg_send_to (zi_msg_t **self_p, zsock_t *sock, zmsg_t *envelope)
         return ZI_ERR_INVALID;
     }
     return s_send (self_p, sock, envelope, NULL, 0);
+}
+
+int
+zi_msg_send_small (zi_msg_t **self_p, zsock_t *sock, zmsg_t *envelope)
+{
+    if (!self_p || !*self_p || (envelope && zmsg_size (envelope) == 0)) {
+        zi_msg_destroy (self_p);
+        return ZI_ERR_INVALID;
+    }
+    //  msgpack's sbuffer starts at 8 KiB: a malloc outside the allocator's
+    //  small-size caches (and a consolidation of them) for every message.
+    //  Headers of the broker's hot path are 60-200 bytes.
+    msgpack_sbuffer sbuf;
+    sbuf.size = 0;
+    sbuf.alloc = S_HEADER_STACK;
+    sbuf.data = (char *) malloc (sbuf.alloc);
+    if (!sbuf.data) {
+        zi_msg_destroy (self_p);
+        return ZI_ERR_NOMEM;
+    }
+    int rc = s_encode_header (*self_p, &sbuf);
+    if (rc) {
+        zi_msg_destroy (self_p);
+    }
+    else {
+        rc = s_send (self_p, sock, envelope, sbuf.data, sbuf.size);
+    }
+    free (sbuf.data);
+    return rc;
 }
 
 int
@@ -2569,6 +2604,69 @@ s_recv (zsock_t *sock, bool router, zmsg_t **envelope_p, zi_msg_t **msg_p,
     }
     if (rc == ZI_OK && have_routing && !envelope) {
         rc = zi_fail (err, errlen, ZI_ERR_NOMEM, "out of memory");
+    }
+    if (rc == ZI_OK && nframes > ZI_MSG_MAX_FRAMES) {
+        rc = zi_fail (err, errlen, ZI_ERR_LIMIT,
+                      "message has %zu frames, limit %d", nframes,
+                      ZI_MSG_MAX_FRAMES);
+    }
+    if (rc) {
+        for (size_t i = 0; i < nkept; i++) {
+            zmq_msg_close (&parts[i]);
+        }
+        return rc;
+    }
+    return s_decode_parts (parts, nkept, msg_p, err, errlen);
+}
+
+int
+zi_msg_recv_routed (zsock_t *sock, uint8_t *id, size_t *id_size, bool *delimited,
+                    zi_msg_t **msg_p, char *err, size_t errlen)
+{
+    assert (sock);
+    assert (id && id_size && delimited && msg_p);
+    *msg_p = NULL;
+    *id_size = 0;
+    *delimited = false;
+    void *handle = zsock_resolve (sock);
+    zmq_msg_t parts[ZI_MSG_MAX_FRAMES];
+    size_t nkept = 0, nframes = 0;
+    bool have_routing = false, delimiter_ok = true, more = true, started = false;
+    int rc = ZI_OK;
+    //  As s_recv for a ROUTER, with the routing id copied out instead of
+    //  into a new CZMQ envelope (four allocations a message).
+    while (more) {
+        zmq_msg_t part;
+        if (s_recv_part (handle, &part, started)) {
+            rc = zi_fail (err, errlen, ZI_ERR_IO, "receive failed: %s",
+                          zmq_strerror (errno));
+            break;
+        }
+        started = true;
+        more = zmq_msg_more (&part);
+        if (!have_routing) {
+            have_routing = true;
+            size_t n = zmq_msg_size (&part);
+            *id_size = n > ZI_MSG_MAX_ROUTING_ID ? ZI_MSG_MAX_ROUTING_ID : n;
+            memcpy (id, zmq_msg_data (&part), *id_size);
+            zmq_msg_close (&part);
+            continue;
+        }
+        if (delimiter_ok && zmq_msg_size (&part) == 0 && more) {
+            delimiter_ok = false;
+            *delimited = true;
+            zmq_msg_close (&part);
+            continue;
+        }
+        delimiter_ok = false;
+        if (nkept < ZI_MSG_MAX_FRAMES) {
+            zmq_msg_init (&parts[nkept]);
+            zmq_msg_move (&parts[nkept++], &part);
+        }
+        else {
+            zmq_msg_close (&part);
+        }
+        nframes++;
     }
     if (rc == ZI_OK && nframes > ZI_MSG_MAX_FRAMES) {
         rc = zi_fail (err, errlen, ZI_ERR_LIMIT,

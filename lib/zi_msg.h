@@ -339,6 +339,12 @@ int zi_msg_send_to (zi_msg_t **self_p, zsock_t *sock, zmsg_t *envelope);
 int zi_msg_send_header (zi_msg_t **self_p, zsock_t *sock, const void *header,
                         size_t size);
 
+//  As zi_msg_send (envelope NULL) or zi_msg_send_to (envelope borrowed),
+//  for a hot loop: the header is encoded in a small buffer rather than
+//  msgpack's default 8 KiB one. The same bytes go out. Always consumes
+//  *self_p. Returns as zi_msg_send.
+int zi_msg_send_small (zi_msg_t **self_p, zsock_t *sock, zmsg_t *envelope);
+
 //  Receive and decode one message on any socket but a ROUTER; a leading
 //  empty delimiter frame is skipped. Blocks up to the socket's receive
 //  timeout. Returns as zi_msg_decode, or ZI_ERR_IO on a timeout or an
@@ -352,6 +358,18 @@ int zi_msg_recv (zsock_t *sock, zi_msg_t **msg_p, char *err, size_t errlen);
 //  caller can answer with an ERROR; the caller destroys it.
 int zi_msg_recv_from (zsock_t *sock, zmsg_t **envelope_p, zi_msg_t **msg_p,
                       char *err, size_t errlen);
+
+//  ZeroMQ routing ids are 1..255 bytes.
+#define ZI_MSG_MAX_ROUTING_ID 255
+
+//  As zi_msg_recv_from, for a hot loop that only needs to know its peer:
+//  the routing id is copied into id (ZI_MSG_MAX_ROUTING_ID bytes of room)
+//  with its length in *id_size (0 when none was read), and *delimited says
+//  whether an empty delimiter followed it; no envelope is allocated.
+//  Returns as zi_msg_recv_from.
+int zi_msg_recv_routed (zsock_t *sock, uint8_t *id, size_t *id_size,
+                        bool *delimited, zi_msg_t **msg_p, char *err,
+                        size_t errlen);
 
 //  One-line summary for logs: 'REQUEST id=7 t=[x:float32[2,3]]'.
 char *zi_msg_summary (const zi_msg_t *self, char *buf, size_t len);

@@ -38,6 +38,7 @@
 #include <stdlib.h>
 #include <signal.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -303,6 +304,41 @@ s_round_trip (zsock_t *sock, uint64_t id)
     }
 }
 
+//  CPU time a process has used so far, all its threads (the broker's loop
+//  and its ZeroMQ I/O thread), in us; -1 when unknown. From
+//  /proc/PID/task/*/schedstat (ns), finer than the tick-based /proc/PID/stat.
+static int64_t
+s_proc_cpu_us (pid_t pid)
+{
+    char path[32];
+    snprintf (path, sizeof path, "/proc/%d/task", (int) pid);
+    int64_t total_ns = 0;
+    bool any = false;
+    DIR *dir = opendir (path);
+    if (!dir) {
+        return -1;
+    }
+    struct dirent *e;
+    while ((e = readdir (dir))) {
+        if (e->d_name[0] == '.') {
+            continue;
+        }
+        char file[512];
+        snprintf (file, sizeof file, "%s/%s/schedstat", path, e->d_name);
+        FILE *f = fopen (file, "r");
+        long long ns = 0;
+        if (f && fscanf (f, "%lld", &ns) == 1) {
+            total_ns += ns;
+            any = true;
+        }
+        if (f) {
+            fclose (f);
+        }
+    }
+    closedir (dir);
+    return any ? total_ns / 1000 : -1;
+}
+
 static int
 s_cmp_i64 (const void *a, const void *b)
 {
@@ -466,6 +502,7 @@ main (int argc, char **argv)
     long outstanding = 0;
     uint64_t done_n = 0, errors = 0;
     int64_t start = s_now_us ();
+    int64_t cpu_from = -1, cpu_to = -1; //  the broker's CPU over the counted window
     int64_t count_from = start + S_WARMUP_US;
     int64_t stop_at = start + (int64_t) (seconds / 2 * 1e6) + S_WARMUP_US;
     uint64_t counted = 0;
@@ -507,9 +544,17 @@ main (int argc, char **argv)
         if (!counted_from && now >= count_from) {
             counted_from = now;
             counted = done_n;
+            cpu_from = child > 0 ? s_proc_cpu_us (child) : -1;
         }
     }
     int64_t finished = s_now_us ();
+    cpu_to = child > 0 && cpu_from >= 0 ? s_proc_cpu_us (child) : -1;
+    double cpu_per_task = cpu_to >= 0 && done_n > counted
+                              ? (double) (cpu_to - cpu_from) / (double) (done_n - counted)
+                              : 0;
+    double cpu_share = cpu_to >= 0 && finished > counted_from
+                           ? (double) (cpu_to - cpu_from) / (double) (finished - counted_from)
+                           : 0;
     double rate = counted_from && finished > counted_from
                       ? (double) (done_n - counted) * 1e6 / (double) (finished - counted_from)
                       : 0;
@@ -522,6 +567,10 @@ main (int argc, char **argv)
         printf ("broker_hop_p50,%.1f,us\n", hop50);
         printf ("broker_hop_p99,%.1f,us\n", hop99);
         printf ("broker_tasks_per_s,%.0f,1/s\n", rate);
+        if (cpu_per_task > 0) {
+            printf ("broker_cpu_per_task,%.3f,us\n", cpu_per_task);
+            printf ("broker_cpu_share,%.2f,cores\n", cpu_share);
+        }
         printf ("broker_errors,%" PRIu64 ",count\n", errors);
     }
     else {
@@ -534,6 +583,12 @@ main (int argc, char **argv)
         printf ("  added by the broker, per hop (half)    %9.1f %9.1f\n", hop50, hop99);
         printf ("forwarding, %ld in flight: %.0f tasks/s (%" PRIu64 " errors)\n", inflight,
                 rate, errors);
+        if (cpu_per_task > 0) {
+            //  What the broker itself spends (its loop and its ZeroMQ I/O
+            //  thread): steadier than tasks/s on a shared machine.
+            printf ("broker CPU: %.2f us per task (%.2f cores busy)\n", cpu_per_task,
+                    cpu_share);
+        }
     }
     status = errors ? 1 : 0;
 done:
