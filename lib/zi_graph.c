@@ -330,13 +330,69 @@ out:
 //  -------------------------------------------------------------------------
 //  Constant folding
 
+//  The bytes all folds of one graph may read and write together: this
+//  allowance plus S_FOLD_WEIGHT_FACTOR times the graph's constant bytes
+//  (zi_graph_fold_constants); each folded node also costs S_FOLD_NODE_COST.
+#define S_FOLD_ALLOWANCE     ((size_t) 4 * ZI_GRAPH_FOLD_GROWTH)
+#define S_FOLD_WEIGHT_FACTOR ((size_t) 8)
+#define S_FOLD_NODE_COST     ((size_t) 256)
+
+//  Operators folded at load: those whose kernel's time is linear in the
+//  bytes it reads and writes (data movement, element-wise, reductions), so
+//  that the fold budget below bounds the time as well as the memory. Why a
+//  list: the loader runs on untrusted files, and a Conv, MatMul or pool of
+//  constants costs what its shapes and attributes say (a 200-byte model can
+//  ask for a 1e12-MAC Conv, found by fuzz_onnx). Those stay nodes; the
+//  executor runs them like any other.
+static const char *const s_fold_ops[] = {
+    //  shape and data movement (zi_ops_shape.c)
+    "Identity", "Dropout", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
+    "Transpose", "Concat", "Split", "Slice", "Gather", "GatherElements",
+    "Expand", "Tile", "Pad", "Shape", "Size", "ConstantOfShape", "Range",
+    //  element-wise (zi_ops_elem.c)
+    "Cast", "CastLike", "Where", "Not", "IsNaN", "IsInf", "Clip",
+    "Add", "Sub", "Mul", "Div", "Pow", "Mod", "BitShift", "Equal", "Less",
+    "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor", "Sum",
+    "Mean", "Max", "Min", "Abs", "Neg", "Sign", "Relu", "Sqrt", "Exp",
+    "Log", "Reciprocal", "Floor", "Ceil", "Round", "Sigmoid", "Tanh", "Erf",
+    //  reductions (zi_ops_reduce.c, zi_ops_nn.c)
+    "ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd",
+    "ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSum",
+    "ReduceLogSumExp", "ArgMax", "ArgMin", "Softmax", "LogSoftmax",
+};
+
+static bool
+s_fold_op_allowed (const zi_node_t *node)
+{
+    if (node->domain[0] && strcmp (node->domain, "ai.onnx") != 0) {
+        return false;
+    }
+    for (size_t i = 0; i < sizeof s_fold_ops / sizeof s_fold_ops[0]; i++) {
+        if (strcmp (node->op_type, s_fold_ops[i]) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+static size_t
+s_add_sat (size_t a, size_t b)
+{
+    return a > SIZE_MAX - b ? SIZE_MAX : a + b;
+}
+
 //  Try to fold node n: all its inputs are constants. Returns 1 when folded
 //  (outputs are now initializers), 0 when left alone, or ZI_ERR_NOMEM.
+//  *budget is the bytes folding may still read and write in this graph: a
+//  fold costs its inputs' and outputs' bytes (plus a per-node overhead) and
+//  is refused when that exceeds what is left, so that a chain of nodes, each
+//  within ZI_GRAPH_FOLD_GROWTH, cannot add up to gigabytes or hours.
 static int
-s_fold_node (zi_graph_t *self, int n)
+s_fold_node (zi_graph_t *self, int n, size_t *budget)
 {
     zi_node_t *node = &self->nodes[n];
-    if (!node->op || node->n_in > 64 || node->n_out > 64 || node->n_out < 1) {
+    if (!node->op || node->n_in > 64 || node->n_out > 64 || node->n_out < 1
+        || !s_fold_op_allowed (node)) {
         return 0;
     }
     const zi_tensor_t *in[64];
@@ -355,7 +411,7 @@ s_fold_node (zi_graph_t *self, int n)
             return 0;
         }
         in[k] = self->values[v].init;
-        in_bytes += in[k]->nbytes;
+        in_bytes = s_add_sat (in_bytes, in[k]->nbytes);
         present++;
     }
     if (present == 0) {
@@ -380,12 +436,17 @@ s_fold_node (zi_graph_t *self, int n)
             if (out[k]->rank < 0 || !zi_dtype_valid (out[k]->dtype)) {
                 return 0;
             }
-            out_bytes += out[k]->nbytes;
+            out_bytes = s_add_sat (out_bytes, out[k]->nbytes);
         }
     }
-    if (out_bytes > in_bytes + ZI_GRAPH_FOLD_GROWTH) {
+    if (out_bytes > s_add_sat (in_bytes, ZI_GRAPH_FOLD_GROWTH)) {
         return 0;
     }
+    size_t cost = s_add_sat (s_add_sat (in_bytes, out_bytes), S_FOLD_NODE_COST);
+    if (cost > *budget) {
+        return 0;
+    }
+    *budget -= cost;
     int rc = 1;
     for (int k = 0; k < node->n_out; k++) {
         if (!out[k]) {
@@ -435,9 +496,22 @@ zi_graph_fold_constants (zi_graph_t *self, int *n_folded, char *err, size_t errl
         free (fed);
         return zi_fail (err, errlen, ZI_ERR_NOMEM, "out of memory folding constants");
     }
+    //  Budget: a fixed allowance plus a multiple of the weights the file
+    //  holds, enough for every weight to pass through a chain of a few
+    //  Identity / Cast / Reshape / Transpose nodes.
+    size_t weights = 0;
+    for (int v = 0; v < self->n_values; v++) {
+        if (self->values[v].init) {
+            weights = s_add_sat (weights, self->values[v].init->nbytes);
+        }
+    }
+    size_t budget = s_add_sat (weights > SIZE_MAX / S_FOLD_WEIGHT_FACTOR
+                                   ? SIZE_MAX
+                                   : weights * S_FOLD_WEIGHT_FACTOR,
+                               S_FOLD_ALLOWANCE);
     //  Topological order: a node's constant inputs were folded before it.
     for (int i = 0; i < n; i++) {
-        int r = s_fold_node (self, i);
+        int r = s_fold_node (self, i, &budget);
         if (r < 0) {
             rc = zi_fail (err, errlen, r, "node '%s' (%s): out of memory folding a "
                           "constant", self->nodes[i].name, self->nodes[i].op_type);

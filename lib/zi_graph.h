@@ -139,6 +139,13 @@ int zi_graph_sort (zi_graph_t *self, char *err, size_t errlen);
 //  an unfolded constant would cross a segment cut as if it were an
 //  activation, without a batch axis; as an initializer it belongs to the
 //  segments that read it, like any weight.
+//  Only operators whose cost is linear in their input and output bytes
+//  are folded (Identity, Reshape, Cast, Shape, Transpose, Concat, Gather,
+//  Slice, Expand, Tile, Pad, Range, element-wise ops, reductions, ...;
+//  never Conv, MatMul, Gemm or the pools, which stay nodes for the
+//  executor), and all folds of one model together read and write at most
+//  8x the model's constant bytes + 64 MiB: a hostile file cannot make the
+//  loader compute or allocate without bound.
 //  Not folded: nodes without inputs, nodes producing a graph output, nodes
 //  whose outputs would exceed their inputs' bytes by more than
 //  ZI_GRAPH_FOLD_GROWTH (an Expand / ConstantOfShape stays a node: the

@@ -470,6 +470,95 @@ Test (onnx, folds_constant_nodes_of_every_kind)
     zi_graph_destroy (&g);
 }
 
+//  Bytes of all constants in a graph.
+static size_t
+s_const_bytes (const zi_graph_t *g)
+{
+    size_t n = 0;
+    for (int v = 0; v < g->n_values; v++) {
+        n += g->values[v].init ? g->values[v].init->nbytes : 0;
+    }
+    return n;
+}
+
+//  y = x + ReduceSum (Conv (c, c)), c = ConstantOfShape ([1, 1, side, side])
+//  and pads side / 2: a model of a few hundred bytes whose constant part
+//  asks for side^4 multiply-adds.
+static s_model_t *
+s_conv_of_constants_model (int64_t side)
+{
+    s_model_t *b = s_model_new (13);
+    s_input (b, "x", 1, 1, (int64_t[]){1});
+    s_output (b, "y", 1, -1, NULL);
+    int64_t dims[4] = {1, 1, side, side};
+    s_init (b, s_tensor ("dims", 7, 1, (int64_t[]){4}, dims, sizeof dims));
+    Onnx__NodeProto *n = s_node (b, "ConstantOfShape", "fill", "dims", "c");
+    Onnx__AttributeProto *a = s_attr (n, "value", 4);
+    float one = 1.0f;
+    a->t = s_tensor ("one", 1, 1, (int64_t[]){1}, &one, sizeof one);
+    n = s_node (b, "Conv", "conv", "c,c", "cc");
+    a = s_attr (n, "pads", 7);
+    a->n_ints = 4;
+    a->ints = (int64_t *) s_alloc (4 * sizeof (int64_t));
+    for (int i = 0; i < 4; i++) {
+        a->ints[i] = side / 2;
+    }
+    s_node (b, "ReduceSum", "sum", "cc", "s");
+    s_node (b, "Add", "add", "x,s", "y");
+    return b;
+}
+
+//  Found by fuzz_onnx (tests/corpus/onnx/fold_timeout_wide_conv.onnx): the
+//  loader ran a Conv of constants at load time; with both its input and its
+//  kernel 1024x1024 and pads 512 that is 1e12 multiply-adds (the load never
+//  ended). Only operators linear in their bytes fold; the Conv stays a node.
+Test (onnx, folding_leaves_costly_operators_to_the_executor, .timeout = 20)
+{
+    s_model_t *b = s_conv_of_constants_model (1024);
+    char err[512];
+    zi_graph_t *g = NULL;
+    cr_assert_eq (s_load (b, NULL, &g, err, sizeof err), 0, "%s", err);
+    cr_assert_eq (g->n_nodes, 3, "Conv, ReduceSum and Add stay: %d", g->n_nodes);
+    cr_assert_str_eq (g->nodes[0].op_type, "Conv");
+    const zi_tensor_t *c = g->values[zi_graph_find_value (g, "c")].init;
+    cr_assert (c && c->rank == 4 && c->ne[3] == 1024, "ConstantOfShape is folded");
+    zi_graph_destroy (&g);
+}
+
+//  tests/corpus/onnx/fold_hostile_growth.onnx: 4 MiB of ConstantOfShape,
+//  then a chain of Pads, each 12 MiB larger than the one before (each within
+//  ZI_GRAPH_FOLD_GROWTH of its input). Folding the 20 here would hold 2.6 GB
+//  (the 60 of the corpus file 22 GB); the fold budget stops the chain early.
+Test (onnx, folding_a_growing_chain_stops_at_the_budget, .timeout = 20)
+{
+    s_model_t *b = s_model_new (13);
+    s_input (b, "x", 1, 1, (int64_t[]){1});
+    s_output (b, "y", 1, -1, NULL);
+    int64_t dims[1] = {1 << 20}, pads[2] = {0, 3 << 20};
+    s_init (b, s_tensor ("dims", 7, 1, (int64_t[]){1}, dims, sizeof dims));
+    s_init (b, s_tensor ("pads", 7, 1, (int64_t[]){2}, pads, sizeof pads));
+    Onnx__NodeProto *n = s_node (b, "ConstantOfShape", "fill", "dims", "c0");
+    Onnx__AttributeProto *a = s_attr (n, "value", 4);
+    float one = 1.0f;
+    a->t = s_tensor ("one", 1, 1, (int64_t[]){1}, &one, sizeof one);
+    char ins[32], outs[32];
+    for (int k = 1; k <= 20; k++) {
+        snprintf (ins, sizeof ins, "c%d,pads", k - 1);
+        snprintf (outs, sizeof outs, "c%d", k);
+        s_node (b, "Pad", outs, ins, outs);
+    }
+    s_node (b, "ReduceSum", "sum", "c20", "s");
+    s_node (b, "Add", "add", "x,s", "y");
+    char err[512];
+    zi_graph_t *g = NULL;
+    cr_assert_eq (s_load (b, NULL, &g, err, sizeof err), 0, "%s", err);
+    cr_assert_gt (g->n_nodes, 15, "most Pads stay nodes: %d", g->n_nodes);
+    cr_assert_lt (g->n_nodes, 23, "the first nodes of the chain fold");
+    cr_assert_lt (s_const_bytes (g), (size_t) 128 << 20, "constants: %zu bytes",
+                  s_const_bytes (g));
+    zi_graph_destroy (&g);
+}
+
 Test (onnx, constant_value_tensor_and_unsupported_kinds)
 {
     s_model_t *b = s_relu_model ();

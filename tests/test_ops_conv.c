@@ -20,76 +20,10 @@
 #include "zi_ops.h"
 #include "zi_ops_nn.h"
 #include "zi_pool.h"
+#include "ops_testutil.h"
 
-//  A 2-D Conv or MaxPool node built by hand ----------------------------------
-
-typedef struct {
-    zi_node_t node;
-    zi_attr_t attrs[8];
-    int64_t ints[8][8];
-    int ins[3], outs[1];
-    char err[256];
-} tnode_t;
-
-static void
-tn_init (tnode_t *t, const char *op, int n_in)
-{
-    memset (t, 0, sizeof *t);
-    t->node.name = (char *) "n0";
-    t->node.op_type = (char *) op;
-    t->node.domain = (char *) "";
-    t->node.n_in = n_in;
-    t->node.in = t->ins;
-    t->node.n_out = 1;
-    t->node.out = t->outs;
-    t->node.attr = t->attrs;
-    for (int i = 0; i < n_in; i++) {
-        t->ins[i] = i;
-    }
-    t->outs[0] = 10;
-}
-
-static void
-tn_ints (tnode_t *t, const char *name, int n, const int64_t *v)
-{
-    int slot = t->node.n_attr++;
-    zi_attr_t *a = &t->attrs[slot];
-    a->name = (char *) name;
-    a->type = ZI_ATTR_INTS;
-    memcpy (t->ints[slot], v, (size_t) n * sizeof *v);
-    a->ints = t->ints[slot];
-    a->n = n;
-}
-
-static void
-tn_int (tnode_t *t, const char *name, int64_t v)
-{
-    zi_attr_t *a = &t->attrs[t->node.n_attr++];
-    a->name = (char *) name;
-    a->type = ZI_ATTR_INT;
-    a->i = v;
-}
-
+//  Random data: this file's own sequence.
 static uint32_t s_seed = 777;
-
-static float
-frand (void)
-{
-    s_seed = s_seed * 1664525u + 1013904223u;
-    return (float) ((s_seed >> 8) & 0xFFFF) / 32768.0f - 1.0f;
-}
-
-static zi_tensor_t *
-rand_tensor (int rank, const int64_t *shape)
-{
-    zi_tensor_t *t = zi_tensor_new (ZI_DT_F32, rank, shape);
-    cr_assert_not_null (t);
-    float *d = (float *) t->data;
-    for (int64_t i = 0; i < zi_tensor_count (t); i++) {
-        d[i] = frand ();
-    }
-    return t;
-}
 
 //  Conv ---------------------------------------------------------------------
 
@@ -104,18 +38,20 @@ out_dim (int64_t in, int64_t k, int64_t s, int64_t d, int64_t p0, int64_t p1)
     return (in + p0 + p1 - (k - 1) * d - 1) / s + 1;
 }
 
-//  Run c's Conv (+ act) with `pool`; returns Y (N, M, oH, oW), owned.
+//  Run c's Conv (+ act) with `pool`, as one node with a 2x2/s2 MaxPool
+//  after it when maxpool (zi_nn_conv_act_maxpool); returns Y (N, M, oH, oW)
+//  or, pooled, (N, M, oH / 2, oW / 2), owned.
 static zi_tensor_t *
-run_conv (const tconv_t *c, const zi_tensor_t *x, const zi_tensor_t *w,
-          const zi_tensor_t *b, zi_nn_act_t act, zi_pool_t *pool)
+run_conv_node (const tconv_t *c, const zi_tensor_t *x, const zi_tensor_t *w,
+               const zi_tensor_t *b, zi_nn_act_t act, zi_pool_t *pool, bool maxpool)
 {
-    tnode_t t;
-    tn_init (&t, "Conv", b ? 3 : 2);
-    tn_ints (&t, "kernel_shape", 2, (int64_t[]){c->kh, c->kw});
-    tn_ints (&t, "strides", 2, (int64_t[]){c->sh, c->sw});
-    tn_ints (&t, "dilations", 2, (int64_t[]){c->dh, c->dw});
-    tn_ints (&t, "pads", 4, (int64_t[]){c->pt, c->pl, c->pb, c->pr});
-    tn_int (&t, "group", c->group);
+    zt_node_t t;
+    zt_node_init (&t, "Conv", b ? 3 : 2, 1);
+    zt_ints (&t, "kernel_shape", 2, (int64_t[]){c->kh, c->kw});
+    zt_ints (&t, "strides", 2, (int64_t[]){c->sh, c->sw});
+    zt_ints (&t, "dilations", 2, (int64_t[]){c->dh, c->dw});
+    zt_ints (&t, "pads", 4, (int64_t[]){c->pt, c->pl, c->pb, c->pr});
+    zt_int (&t, "group", c->group);
     cr_assert_eq (zi_op_check_node (&t.node, t.err, sizeof t.err), 0, "%s",
                   t.err);
     const zi_tensor_t *in[] = {x, w, b};
@@ -126,30 +62,27 @@ run_conv (const tconv_t *c, const zi_tensor_t *x, const zi_tensor_t *w,
                      .nthreads = zi_pool_size (pool), .pool = pool,
                      .err = t.err, .errlen = sizeof t.err};
     cr_assert_eq (zi_nn_conv_infer (&ctx), 0, "%s", t.err);
-    y->data = malloc (y->nbytes);
+    if (maxpool) {
+        int64_t shape[4] = {y->ne[0], y->ne[1], y->ne[2] / 2, y->ne[3] / 2};
+        cr_assert_eq (zi_tensor_set_shape (y, ZI_DT_F32, 4, shape), 0);
+    }
+    y->data = malloc (y->nbytes ? y->nbytes : 1);
     y->owns_data = true;
     //  Poison: every element must be written.
     memset (y->data, 0xff, y->nbytes);
-    cr_assert_eq (zi_nn_conv_act (&ctx, act), 0, "%s", t.err);
+    int rc = maxpool ? zi_nn_conv_act_maxpool (&ctx, act) : zi_nn_conv_act (&ctx, act);
+    cr_assert_eq (rc, 0, "%s", t.err);
     return y;
 }
 
-static double
-ref_act (double v, zi_nn_act_t act)
+static zi_tensor_t *
+run_conv (const tconv_t *c, const zi_tensor_t *x, const zi_tensor_t *w,
+          const zi_tensor_t *b, zi_nn_act_t act, zi_pool_t *pool)
 {
-    switch (act.kind) {
-        case ZI_NN_ACT_RELU:
-            return v > 0 ? v : 0;
-        case ZI_NN_ACT_LEAKY_RELU:
-            return v > 0 ? v : act.alpha * v;
-        case ZI_NN_ACT_SIGMOID:
-            return 1.0 / (1.0 + exp (-v));
-        default:
-            return v;
-    }
+    return run_conv_node (c, x, w, b, act, pool, false);
 }
 
-//  Compare y with the double reference of c.
+//  Compare y with the double reference of c (zt_ref_conv).
 static void
 expect_conv (const tconv_t *c, const zi_tensor_t *x, const zi_tensor_t *w,
              const zi_tensor_t *b, zi_nn_act_t act, const zi_tensor_t *y,
@@ -160,52 +93,23 @@ expect_conv (const tconv_t *c, const zi_tensor_t *x, const zi_tensor_t *w,
     cr_assert_eq (y->rank, 4);
     cr_assert (y->ne[0] == c->N && y->ne[1] == c->M && y->ne[2] == oH
                && y->ne[3] == oW, "%s: shape", what);
-    const int64_t Cg = c->C / c->group, Mg = c->M / c->group;
-    const float *X = x->data, *Wt = w->data, *B = b ? b->data : NULL;
+    zt_geom_t g = zt_geom (2, (int64_t[]){c->H, c->W}, (int64_t[]){c->kh, c->kw},
+                           (int64_t[]){c->sh, c->sw}, (int64_t[]){c->dh, c->dw},
+                           (int64_t[]){c->pt, c->pl}, (int64_t[]){oH, oW});
+    double *abs;
+    double *ref = zt_ref_conv (x, w, b, c->group, &g, &abs);
     const float *Y = y->data;
-    for (int64_t n = 0; n < c->N; n++) {
-        for (int64_t m = 0; m < c->M; m++) {
-            for (int64_t oh = 0; oh < oH; oh++) {
-                for (int64_t ow = 0; ow < oW; ow++) {
-                    double s = 0, abs = 0;
-                    int64_t g = m / Mg;
-                    for (int64_t ci = 0; ci < Cg; ci++) {
-                        for (int64_t i = 0; i < c->kh; i++) {
-                            for (int64_t j = 0; j < c->kw; j++) {
-                                int64_t ih = oh * c->sh - c->pt + i * c->dh;
-                                int64_t iw = ow * c->sw - c->pl + j * c->dw;
-                                if (ih < 0 || ih >= c->H || iw < 0
-                                    || iw >= c->W) {
-                                    continue;
-                                }
-                                double p = (double) X[((n * c->C + g * Cg + ci)
-                                                           * c->H
-                                                       + ih) * c->W
-                                                      + iw]
-                                           * Wt[((m * Cg + ci) * c->kh + i)
-                                                    * c->kw
-                                                + j];
-                                s += p;
-                                abs += fabs (p);
-                            }
-                        }
-                    }
-                    if (B) {
-                        s += B[m];
-                        abs += fabs (B[m]);
-                    }
-                    double want = ref_act (s, act);
-                    float got = Y[((n * c->M + m) * oH + oh) * oW + ow];
-                    double tol = 1e-5 * abs + 1e-6;
-                    cr_assert (fabs (got - want) <= tol,
-                               "%s: y[%lld,%lld,%lld,%lld] = %.8g, want "
-                               "%.8g (tol %.3g)",
-                               what, (long long) n, (long long) m,
-                               (long long) oh, (long long) ow, got, want, tol);
-                }
-            }
-        }
+    for (int64_t i = 0; i < zi_tensor_count (y); i++) {
+        double want = zt_ref_act (ref[i], act);
+        double tol = 1e-5 * abs[i] + 1e-6;
+        cr_assert (fabs (Y[i] - want) <= tol,
+                   "%s: y[%lld,%lld,%lld,%lld] = %.8g, want %.8g (tol %.3g)",
+                   what, (long long) (i / (c->M * oH * oW)),
+                   (long long) (i / (oH * oW) % c->M), (long long) (i / oW % oH),
+                   (long long) (i % oW), Y[i], want, tol);
     }
+    free (ref);
+    free (abs);
 }
 
 static const tconv_t s_shapes[] = {
@@ -239,9 +143,9 @@ static void
 make_inputs (const tconv_t *c, zi_tensor_t **x, zi_tensor_t **w,
              zi_tensor_t **b)
 {
-    *x = rand_tensor (4, (int64_t[]){c->N, c->C, c->H, c->W});
-    *w = rand_tensor (4, (int64_t[]){c->M, c->C / c->group, c->kh, c->kw});
-    *b = rand_tensor (1, (int64_t[]){c->M});
+    *x = zt_lcg_tensor (&s_seed, 4, (int64_t[]){c->N, c->C, c->H, c->W});
+    *w = zt_lcg_tensor (&s_seed, 4, (int64_t[]){c->M, c->C / c->group, c->kh, c->kw});
+    *b = zt_lcg_tensor (&s_seed, 1, (int64_t[]){c->M});
 }
 
 //  Every shape on one path against the reference, with pool sizes 1..3;
@@ -323,10 +227,10 @@ Test (ops_conv, fused_activations_and_no_bias)
 static zi_tensor_t *
 run_maxpool (const zi_tensor_t *x, int64_t k, int64_t s, zi_pool_t *pool)
 {
-    tnode_t t;
-    tn_init (&t, "MaxPool", 1);
-    tn_ints (&t, "kernel_shape", 2, (int64_t[]){k, k});
-    tn_ints (&t, "strides", 2, (int64_t[]){s, s});
+    zt_node_t t;
+    zt_node_init (&t, "MaxPool", 1, 1);
+    zt_ints (&t, "kernel_shape", 2, (int64_t[]){k, k});
+    zt_ints (&t, "strides", 2, (int64_t[]){s, s});
     cr_assert_eq (zi_op_check_node (&t.node, t.err, sizeof t.err), 0, "%s",
                   t.err);
     const zi_tensor_t *in[] = {x};
@@ -355,7 +259,7 @@ Test (ops_conv, maxpool_2x2_matches_reference_exactly)
     for (int avx = 0; avx < 2; avx++) {
         zi_conv_set_avx512 (avx);
         for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
-            zi_tensor_t *x = rand_tensor (4, shapes[i]);
+            zi_tensor_t *x = zt_lcg_tensor (&s_seed, 4, shapes[i]);
             float *xd = (float *) x->data;
             //  Some NaNs and -inf: a NaN tap is skipped, as in the
             //  generic loop (e > y is false).
@@ -405,7 +309,7 @@ Test (ops_conv, maxpool_generic_is_thread_identical)
 {
     //  3x3 stride 2 (the ResNet stem's pool) goes the generic way; planes
     //  large enough for the pool to split them.
-    zi_tensor_t *x = rand_tensor (4, (int64_t[]){4, 16, 40, 45});
+    zi_tensor_t *x = zt_lcg_tensor (&s_seed, 4, (int64_t[]){4, 16, 40, 45});
     zi_pool_t *pool = zi_pool_new (3);
     zi_tensor_t *a = run_maxpool (x, 3, 2, NULL);
     zi_tensor_t *b = run_maxpool (x, 3, 2, pool);
@@ -417,37 +321,6 @@ Test (ops_conv, maxpool_generic_is_thread_identical)
 }
 
 //  Conv (+ act) with a fused 2x2 MaxPool --------------------------------------
-
-//  Run c's Conv + act + 2x2/s2 MaxPool as one node (zi_nn_conv_act_maxpool).
-static zi_tensor_t *
-run_conv_pool (const tconv_t *c, const zi_tensor_t *x, const zi_tensor_t *w,
-               const zi_tensor_t *b, zi_nn_act_t act, zi_pool_t *pool)
-{
-    tnode_t t;
-    tn_init (&t, "Conv", b ? 3 : 2);
-    tn_ints (&t, "kernel_shape", 2, (int64_t[]){c->kh, c->kw});
-    tn_ints (&t, "strides", 2, (int64_t[]){c->sh, c->sw});
-    tn_ints (&t, "dilations", 2, (int64_t[]){c->dh, c->dw});
-    tn_ints (&t, "pads", 4, (int64_t[]){c->pt, c->pl, c->pb, c->pr});
-    tn_int (&t, "group", c->group);
-    cr_assert_eq (zi_op_check_node (&t.node, t.err, sizeof t.err), 0, "%s",
-                  t.err);
-    const zi_tensor_t *in[] = {x, w, b};
-    zi_tensor_t *y = (zi_tensor_t *) calloc (1, sizeof *y);
-    zi_tensor_t *out[] = {y};
-    zi_kctx_t ctx = {.node = &t.node, .n_in = b ? 3 : 2, .in = in,
-                     .n_out = 1, .out = out,
-                     .nthreads = zi_pool_size (pool), .pool = pool,
-                     .err = t.err, .errlen = sizeof t.err};
-    cr_assert_eq (zi_nn_conv_infer (&ctx), 0, "%s", t.err);
-    int64_t shape[4] = {y->ne[0], y->ne[1], y->ne[2] / 2, y->ne[3] / 2};
-    cr_assert_eq (zi_tensor_set_shape (y, ZI_DT_F32, 4, shape), 0);
-    y->data = malloc (y->nbytes ? y->nbytes : 1);
-    y->owns_data = true;
-    memset (y->data, 0xff, y->nbytes);
-    cr_assert_eq (zi_nn_conv_act_maxpool (&ctx, act), 0, "%s", t.err);
-    return y;
-}
 
 Test (ops_conv, fused_maxpool_is_bit_identical_to_conv_then_maxpool)
 {
@@ -475,7 +348,7 @@ Test (ops_conv, fused_maxpool_is_bit_identical_to_conv_then_maxpool)
             zi_tensor_t *conv = run_conv (c, x, w, b, act, NULL);
             if (conv->ne[2] < 2 || conv->ne[3] < 2) {
                 //  The pooled output is empty (MaxPool would refuse it).
-                zi_tensor_t *got = run_conv_pool (c, x, w, b, act, NULL);
+                zi_tensor_t *got = run_conv_node (c, x, w, b, act, NULL, true);
                 cr_assert_eq (zi_tensor_count (got), 0);
                 zi_tensor_destroy (&got);
                 zi_tensor_destroy (&conv);
@@ -486,7 +359,7 @@ Test (ops_conv, fused_maxpool_is_bit_identical_to_conv_then_maxpool)
             }
             zi_tensor_t *want = run_maxpool (conv, 2, 2, NULL);
             for (int p = 0; p < 3; p++) {
-                zi_tensor_t *got = run_conv_pool (c, x, w, b, act, pools[p]);
+                zi_tensor_t *got = run_conv_node (c, x, w, b, act, pools[p], true);
                 cr_assert (zi_tensor_same_shape (got, want),
                            "shape %zu: pooled shape", i);
                 cr_assert (memcmp (got->data, want->data, want->nbytes) == 0,

@@ -15,6 +15,9 @@
 
 #include "zi_ops.h"
 
+#define ZT_NODE_NAME "t"
+#include "ops_testutil.h"
+
 //  Building nodes and running ops ---------------------------------------------
 
 static zi_attr_t
@@ -48,25 +51,6 @@ attr_s (const char *name, const char *v)
     return a;
 }
 
-static int s_in_idx[8] = {0, 1, 2, 3, 4, 5, 6, 7};
-static int s_out_idx[1] = {8};
-
-static zi_node_t
-make_node (const char *op, int n_in, zi_attr_t *attrs, int n_attr)
-{
-    zi_node_t node = {0};
-    node.name = (char *) "t";
-    node.op_type = (char *) op;
-    node.domain = (char *) "";
-    node.n_in = n_in;
-    node.in = s_in_idx;
-    node.n_out = 1;
-    node.out = s_out_idx;
-    node.n_attr = n_attr;
-    node.attr = attrs;
-    return node;
-}
-
 static char s_err[256];
 
 //  Check, infer and run op on the inputs (in[i] may be NULL for an omitted
@@ -75,33 +59,17 @@ static zi_tensor_t *
 run_op_rc (const char *op, zi_attr_t *attrs, int n_attr, int n_in,
            const zi_tensor_t **in, int *rc)
 {
-    s_err[0] = 0;
-    zi_node_t node = make_node (op, n_in, attrs, n_attr);
-    const zi_op_def_t *def = zi_op_find (op, "");
-    cr_assert_not_null (def, "op %s is registered", op);
-    node.op = def;
-    *rc = zi_op_check_node (&node, s_err, sizeof s_err);
-    if (*rc) {
-        return NULL;
+    zt_node_t t;
+    zt_node_init (&t, op, n_in, 1);
+    cr_assert_leq (n_attr, ZT_MAXATTR);
+    if (n_attr > 0) {
+        memcpy (t.attrs, attrs, (size_t) n_attr * sizeof *attrs);
     }
-    zi_tensor_t shell = {0};
-    zi_tensor_t *outs[1] = {&shell};
-    zi_kctx_t ctx = {.node = &node, .n_in = n_in, .in = in, .n_out = 1,
-                     .out = outs, .nthreads = 1, .err = s_err,
-                     .errlen = sizeof s_err};
-    *rc = def->infer (&ctx);
-    if (*rc) {
-        return NULL;
-    }
-    zi_tensor_t *out = zi_tensor_new (shell.dtype, shell.rank, shell.ne);
-    cr_assert_not_null (out);
-    outs[0] = out;
-    *rc = def->run (&ctx);
-    if (*rc) {
-        zi_tensor_destroy (&out);
-        return NULL;
-    }
-    return out;
+    t.node.n_attr = n_attr;
+    zi_tensor_t *out[1];
+    *rc = zt_run (&t, (zi_tensor_t *const *) in, out, NULL);
+    memcpy (s_err, t.err, sizeof s_err);
+    return out[0];
 }
 
 static zi_tensor_t *
@@ -130,66 +98,25 @@ run1 (const char *op, zi_attr_t *attrs, int n_attr, const zi_tensor_t *a)
 
 //  Tensors --------------------------------------------------------------------
 
+//  Random data: this file's own sequence.
 static uint64_t s_rng = 88172645463325252ull;
 
+//  uniform in [0, 1)
 static double
 rnd (void)
 {
-    s_rng ^= s_rng << 13;
-    s_rng ^= s_rng >> 7;
-    s_rng ^= s_rng << 17;
-    return (double) (s_rng >> 11) / 9007199254740992.0;
-}
-
-static zi_tensor_t *
-tensor (zi_dtype_t dt, int rank, const int64_t *shape)
-{
-    zi_tensor_t *t = zi_tensor_new (dt, rank, shape);
-    cr_assert_not_null (t);
-    return t;
+    return (double) (zt_xorshift (&s_rng) >> 11) / 9007199254740992.0;
 }
 
 //  float32 tensor with uniform values in [lo, hi)
 static zi_tensor_t *
 rand_f32 (int rank, const int64_t *shape, double lo, double hi)
 {
-    zi_tensor_t *t = tensor (ZI_DT_F32, rank, shape);
+    zi_tensor_t *t = zt_tensor_of (ZI_DT_F32, rank, shape, NULL);
     float *x = (float *) t->data;
     for (int64_t i = 0; i < zi_tensor_count (t); i++) {
         x[i] = (float) (lo + (hi - lo) * rnd ());
     }
-    return t;
-}
-
-static zi_tensor_t *
-f32_of (int rank, const int64_t *shape, const float *v)
-{
-    zi_tensor_t *t = tensor (ZI_DT_F32, rank, shape);
-    memcpy (t->data, v, t->nbytes);
-    return t;
-}
-
-static zi_tensor_t *
-i64_of (int rank, const int64_t *shape, const int64_t *v)
-{
-    zi_tensor_t *t = tensor (ZI_DT_I64, rank, shape);
-    memcpy (t->data, v, t->nbytes);
-    return t;
-}
-
-static zi_tensor_t *
-i32_of (int rank, const int64_t *shape, const int32_t *v)
-{
-    zi_tensor_t *t = tensor (ZI_DT_I32, rank, shape);
-    memcpy (t->data, v, t->nbytes);
-    return t;
-}
-
-static zi_tensor_t *
-bool_of (int rank, const int64_t *shape, const uint8_t *v)
-{
-    zi_tensor_t *t = tensor (ZI_DT_BOOL, rank, shape);
-    memcpy (t->data, v, t->nbytes);
     return t;
 }
 
@@ -432,8 +359,8 @@ Test (ops_elem, int64_div_truncates_toward_zero_and_never_traps)
     int64_t av[] = {-7, 7, -7, 7, 5, INT64_MIN, 3, 0};
     int64_t bv[] = {2, -2, -2, 2, 0, -1, 3, 5};
     int64_t want[] = {-3, -3, 3, 3, 0, INT64_MIN, 1, 0};
-    zi_tensor_t *a = i64_of (1, (int64_t[]){8}, av);
-    zi_tensor_t *b = i64_of (1, (int64_t[]){8}, bv);
+    zi_tensor_t *a = zt_tensor_of (ZI_DT_I64, 1, (int64_t[]){8}, av);
+    zi_tensor_t *b = zt_tensor_of (ZI_DT_I64, 1, (int64_t[]){8}, bv);
     zi_tensor_t *out = run2 ("Div", a, b);
     cr_assert_eq (out->dtype, ZI_DT_I64);
     for (int i = 0; i < 8; i++) {
@@ -449,9 +376,9 @@ Test (ops_elem, int_arithmetic_shape_math)
     //  What PyTorch exports do with shapes: int64 (4,) * scalar, / scalar,
     //  + (1,), - (4,).
     int64_t sv[] = {2, 3, 40, 7};
-    zi_tensor_t *s = i64_of (1, (int64_t[]){4}, sv);
-    zi_tensor_t *k = i64_of (0, NULL, (int64_t[]){3});
-    zi_tensor_t *one = i64_of (1, (int64_t[]){1}, (int64_t[]){1});
+    zi_tensor_t *s = zt_tensor_of (ZI_DT_I64, 1, (int64_t[]){4}, sv);
+    zi_tensor_t *k = zt_tensor_of (ZI_DT_I64, 0, NULL, (int64_t[]){3});
+    zi_tensor_t *one = zt_tensor_of (ZI_DT_I64, 1, (int64_t[]){1}, (int64_t[]){1});
     zi_tensor_t *m = run2 ("Mul", s, k);
     zi_tensor_t *d = run2 ("Div", s, k);
     zi_tensor_t *a = run2 ("Add", s, one);
@@ -465,8 +392,8 @@ Test (ops_elem, int_arithmetic_shape_math)
     //  int32 with broadcasting and wrap-around instead of UB
     int32_t xv[] = {INT32_MAX, -5, 6, 100000, -100000, 0};
     int32_t yv[] = {2, -3};
-    zi_tensor_t *x = i32_of (2, (int64_t[]){3, 2}, xv);
-    zi_tensor_t *y = i32_of (1, (int64_t[]){2}, yv);
+    zi_tensor_t *x = zt_tensor_of (ZI_DT_I32, 2, (int64_t[]){3, 2}, xv);
+    zi_tensor_t *y = zt_tensor_of (ZI_DT_I32, 1, (int64_t[]){2}, yv);
     zi_tensor_t *xm = run2 ("Mul", x, y);
     zi_tensor_t *xa = run2 ("Add", x, y);
     for (int i = 0; i < 6; i++) {
@@ -494,8 +421,8 @@ Test (ops_elem, mod_python_and_c_style)
     int64_t bv[] = {3, -3, -3, 3, 0, -1};
     int64_t want_py[] = {2, -2, -1, 1, 0, 0};
     int64_t want_c[] = {-1, 1, -1, 1, 0, 0};
-    zi_tensor_t *a = i64_of (1, (int64_t[]){6}, av);
-    zi_tensor_t *b = i64_of (1, (int64_t[]){6}, bv);
+    zi_tensor_t *a = zt_tensor_of (ZI_DT_I64, 1, (int64_t[]){6}, av);
+    zi_tensor_t *b = zt_tensor_of (ZI_DT_I64, 1, (int64_t[]){6}, bv);
     const zi_tensor_t *in[2] = {a, b};
     zi_tensor_t *py = run_op ("Mod", NULL, 0, 2, in);
     zi_attr_t fm[] = {attr_i ("fmod", 1)};
@@ -506,8 +433,8 @@ Test (ops_elem, mod_python_and_c_style)
     }
     float fa[] = {-4.3f, 7.5f, -7.5f};
     float fb[] = {3.0f, -2.0f, 2.0f};
-    zi_tensor_t *x = f32_of (1, (int64_t[]){3}, fa);
-    zi_tensor_t *y = f32_of (1, (int64_t[]){3}, fb);
+    zi_tensor_t *x = zt_tensor_of (ZI_DT_F32, 1, (int64_t[]){3}, fa);
+    zi_tensor_t *y = zt_tensor_of (ZI_DT_F32, 1, (int64_t[]){3}, fb);
     const zi_tensor_t *fin[2] = {x, y};
     zi_tensor_t *f = run_op ("Mod", fm, 1, 2, fin);
     for (int i = 0; i < 3; i++) {
@@ -529,32 +456,32 @@ Test (ops_elem, mod_python_and_c_style)
 Test (ops_elem, pow_mixed_dtypes)
 {
     float xv[] = {1.5f, -2.0f, 3.0f, 0.25f};
-    zi_tensor_t *x = f32_of (1, (int64_t[]){4}, xv);
+    zi_tensor_t *x = zt_tensor_of (ZI_DT_F32, 1, (int64_t[]){4}, xv);
     //  float ** int64 scalar
-    zi_tensor_t *e3 = i64_of (0, NULL, (int64_t[]){3});
+    zi_tensor_t *e3 = zt_tensor_of (ZI_DT_I64, 0, NULL, (int64_t[]){3});
     zi_tensor_t *p3 = run2 ("Pow", x, e3);
     cr_assert_eq (p3->dtype, ZI_DT_F32);
     for (int i = 0; i < 4; i++) {
         cr_assert (close_to (get (p3, i), pow (xv[i], 3), 1e-6, 1e-6));
     }
     //  x ** 2.0 (fast path), with the exponent as a (1,1) tensor
-    zi_tensor_t *e2 = f32_of (2, (int64_t[]){1, 1}, (float[]){2.0f});
+    zi_tensor_t *e2 = zt_tensor_of (ZI_DT_F32, 2, (int64_t[]){1, 1}, (float[]){2.0f});
     zi_tensor_t *p2 = run2 ("Pow", x, e2);
     expect_shape (p2, 2, (int64_t[]){1, 4});
     for (int i = 0; i < 4; i++) {
         cr_assert_eq (((float *) p2->data)[i], xv[i] * xv[i]);
     }
     //  int32 ** float32 -> int32
-    zi_tensor_t *ib = i32_of (1, (int64_t[]){3}, (int32_t[]){1, 2, 3});
-    zi_tensor_t *fe = f32_of (1, (int64_t[]){3}, (float[]){4, 5, 6});
+    zi_tensor_t *ib = zt_tensor_of (ZI_DT_I32, 1, (int64_t[]){3}, (int32_t[]){1, 2, 3});
+    zi_tensor_t *fe = zt_tensor_of (ZI_DT_F32, 1, (int64_t[]){3}, (float[]){4, 5, 6});
     zi_tensor_t *pi = run2 ("Pow", ib, fe);
     cr_assert_eq (pi->dtype, ZI_DT_I32);
     cr_assert_eq (((int32_t *) pi->data)[0], 1);
     cr_assert_eq (((int32_t *) pi->data)[1], 32);
     cr_assert_eq (((int32_t *) pi->data)[2], 729);
     //  int64 ** int64, exact
-    zi_tensor_t *lb = i64_of (1, (int64_t[]){4}, (int64_t[]){3, -2, 2, 5});
-    zi_tensor_t *le = i64_of (1, (int64_t[]){4}, (int64_t[]){39, 3, -1, 0});
+    zi_tensor_t *lb = zt_tensor_of (ZI_DT_I64, 1, (int64_t[]){4}, (int64_t[]){3, -2, 2, 5});
+    zi_tensor_t *le = zt_tensor_of (ZI_DT_I64, 1, (int64_t[]){4}, (int64_t[]){39, 3, -1, 0});
     zi_tensor_t *pl = run2 ("Pow", lb, le);
     cr_assert_eq (((int64_t *) pl->data)[0], 4052555153018976267LL);
     cr_assert_eq (((int64_t *) pl->data)[1], -8);
@@ -608,13 +535,13 @@ Test (ops_elem, variadic_sum_mean_max_min)
         }
     }
     //  Max propagates NaN like numpy.maximum
-    zi_tensor_t *x = f32_of (1, (int64_t[]){2}, (float[]){NAN, 1.0f});
-    zi_tensor_t *y = f32_of (1, (int64_t[]){2}, (float[]){0.0f, NAN});
+    zi_tensor_t *x = zt_tensor_of (ZI_DT_F32, 1, (int64_t[]){2}, (float[]){NAN, 1.0f});
+    zi_tensor_t *y = zt_tensor_of (ZI_DT_F32, 1, (int64_t[]){2}, (float[]){0.0f, NAN});
     zi_tensor_t *mx = run2 ("Max", x, y);
     cr_assert (isnan (get (mx, 0)) && isnan (get (mx, 1)));
     //  int64 Max
-    zi_tensor_t *i1 = i64_of (1, (int64_t[]){3}, (int64_t[]){1, -5, 9});
-    zi_tensor_t *i2 = i64_of (0, NULL, (int64_t[]){2});
+    zi_tensor_t *i1 = zt_tensor_of (ZI_DT_I64, 1, (int64_t[]){3}, (int64_t[]){1, -5, 9});
+    zi_tensor_t *i2 = zt_tensor_of (ZI_DT_I64, 0, NULL, (int64_t[]){2});
     zi_tensor_t *im = run2 ("Max", i1, i2);
     cr_assert_eq (((int64_t *) im->data)[0], 2);
     cr_assert_eq (((int64_t *) im->data)[1], 2);
@@ -638,7 +565,7 @@ Test (ops_elem, variadic_sum_mean_max_min)
 Test (ops_elem, where_broadcasts_three_ways)
 {
     uint8_t cv[] = {1, 0, 1};
-    zi_tensor_t *c = bool_of (2, (int64_t[]){3, 1}, cv);
+    zi_tensor_t *c = zt_tensor_of (ZI_DT_BOOL, 2, (int64_t[]){3, 1}, cv);
     zi_tensor_t *x = rand_f32 (2, (int64_t[]){1, 4}, -1, 1);
     zi_tensor_t *y = rand_f32 (0, NULL, -1, 1);
     const zi_tensor_t *in[3] = {c, x, y};
@@ -651,9 +578,9 @@ Test (ops_elem, where_broadcasts_three_ways)
         }
     }
     //  same shapes, int64
-    zi_tensor_t *c2 = bool_of (1, (int64_t[]){4}, (uint8_t[]){1, 0, 0, 1});
-    zi_tensor_t *x2 = i64_of (1, (int64_t[]){4}, (int64_t[]){1, 2, 3, 4});
-    zi_tensor_t *y2 = i64_of (1, (int64_t[]){4}, (int64_t[]){-1, -2, -3, -4});
+    zi_tensor_t *c2 = zt_tensor_of (ZI_DT_BOOL, 1, (int64_t[]){4}, (uint8_t[]){1, 0, 0, 1});
+    zi_tensor_t *x2 = zt_tensor_of (ZI_DT_I64, 1, (int64_t[]){4}, (int64_t[]){1, 2, 3, 4});
+    zi_tensor_t *y2 = zt_tensor_of (ZI_DT_I64, 1, (int64_t[]){4}, (int64_t[]){-1, -2, -3, -4});
     const zi_tensor_t *in2[3] = {c2, x2, y2};
     zi_tensor_t *o2 = run_op ("Where", NULL, 0, 3, in2);
     int64_t want2[] = {1, -2, -3, 4};
@@ -696,7 +623,7 @@ Test (ops_elem, where_random_three_way_broadcast)
                 sh[k][d] = rnd () < 0.4 ? 1 : full[d + r - rk[k]];
             }
         }
-        zi_tensor_t *c = tensor (ZI_DT_BOOL, rk[0], sh[0]);
+        zi_tensor_t *c = zt_tensor_of (ZI_DT_BOOL, rk[0], sh[0], NULL);
         for (int64_t i = 0; i < zi_tensor_count (c); i++) {
             ((uint8_t *) c->data)[i] = rnd () < 0.5;
         }
@@ -787,7 +714,7 @@ Test (ops_elem, unary_float32_against_libm_double)
 Test (ops_elem, softplus_and_sigmoid_do_not_overflow)
 {
     float xv[] = {-200.0f, 200.0f, 88.0f, -88.0f};
-    zi_tensor_t *x = f32_of (1, (int64_t[]){4}, xv);
+    zi_tensor_t *x = zt_tensor_of (ZI_DT_F32, 1, (int64_t[]){4}, xv);
     zi_tensor_t *sp = run1 ("Softplus", NULL, 0, x);
     zi_tensor_t *sg = run1 ("Sigmoid", NULL, 0, x);
     cr_assert (close_to (get (sp, 0), 0, 1e-30, 0));
@@ -802,7 +729,7 @@ Test (ops_elem, softplus_and_sigmoid_do_not_overflow)
 Test (ops_elem, activations_with_attributes)
 {
     float xv[] = {-3.0f, -1.0f, -0.25f, 0.0f, 0.4f, 1.0f, 2.5f, 7.0f};
-    zi_tensor_t *x = f32_of (1, (int64_t[]){8}, xv);
+    zi_tensor_t *x = zt_tensor_of (ZI_DT_F32, 1, (int64_t[]){8}, xv);
     struct {
         const char *op;
         zi_attr_t attrs[2];
@@ -891,7 +818,7 @@ Test (ops_elem, prelu_slope_broadcasts_unidirectionally)
 {
     int64_t xs[] = {2, 3, 2, 2};
     zi_tensor_t *x = rand_f32 (4, xs, -1, 1);
-    zi_tensor_t *s = f32_of (3, (int64_t[]){3, 1, 1}, (float[]){0.1f, 0.2f, 0.3f});
+    zi_tensor_t *s = zt_tensor_of (ZI_DT_F32, 3, (int64_t[]){3, 1, 1}, (float[]){0.1f, 0.2f, 0.3f});
     zi_tensor_t *out = run2 ("PRelu", x, s);
     expect_shape (out, 4, xs);
     check_binary ("PRelu", r_prelu, x, s, out);
@@ -910,7 +837,7 @@ Test (ops_elem, prelu_slope_broadcasts_unidirectionally)
 Test (ops_elem, integer_unary_ops)
 {
     int32_t xv[] = {-7, 0, 5, INT32_MIN, INT32_MAX};
-    zi_tensor_t *x = i32_of (1, (int64_t[]){5}, xv);
+    zi_tensor_t *x = zt_tensor_of (ZI_DT_I32, 1, (int64_t[]){5}, xv);
     zi_tensor_t *ab = run1 ("Abs", NULL, 0, x);
     zi_tensor_t *ng = run1 ("Neg", NULL, 0, x);
     zi_tensor_t *sg = run1 ("Sign", NULL, 0, x);
@@ -943,7 +870,7 @@ Test (ops_elem, integer_unary_ops)
 Test (ops_elem, clip_attributes_before_opset_11)
 {
     float xv[] = {-3, -1, 0, 1, 3, INFINITY};
-    zi_tensor_t *x = f32_of (1, (int64_t[]){6}, xv);
+    zi_tensor_t *x = zt_tensor_of (ZI_DT_F32, 1, (int64_t[]){6}, xv);
     zi_attr_t at[] = {attr_i ("__opset", 6), attr_f ("min", -1.5f),
                       attr_f ("max", 2.0f)};
     zi_tensor_t *out = run1 ("Clip", at, 3, x);
@@ -963,9 +890,9 @@ Test (ops_elem, clip_attributes_before_opset_11)
 Test (ops_elem, clip_inputs_from_opset_11)
 {
     float xv[] = {-3, -1, 0, 1, 3, NAN};
-    zi_tensor_t *x = f32_of (1, (int64_t[]){6}, xv);
-    zi_tensor_t *lo = f32_of (0, NULL, (float[]){-2});
-    zi_tensor_t *hi = f32_of (1, (int64_t[]){1}, (float[]){0.5f});
+    zi_tensor_t *x = zt_tensor_of (ZI_DT_F32, 1, (int64_t[]){6}, xv);
+    zi_tensor_t *lo = zt_tensor_of (ZI_DT_F32, 0, NULL, (float[]){-2});
+    zi_tensor_t *hi = zt_tensor_of (ZI_DT_F32, 1, (int64_t[]){1}, (float[]){0.5f});
     zi_attr_t at[] = {attr_i ("__opset", 13)};
     //  both bounds
     const zi_tensor_t *in3[3] = {x, lo, hi};
@@ -996,8 +923,8 @@ Test (ops_elem, clip_inputs_from_opset_11)
     }
     zi_tensor_destroy (&o);
     //  integer Clip
-    zi_tensor_t *xi = i32_of (1, (int64_t[]){4}, (int32_t[]){-100, -5, 5, 100});
-    zi_tensor_t *li = i32_of (0, NULL, (int32_t[]){-10});
+    zi_tensor_t *xi = zt_tensor_of (ZI_DT_I32, 1, (int64_t[]){4}, (int32_t[]){-100, -5, 5, 100});
+    zi_tensor_t *li = zt_tensor_of (ZI_DT_I32, 0, NULL, (int32_t[]){-10});
     const zi_tensor_t *ini[2] = {xi, li};
     o = run_op ("Clip", at, 1, 2, ini);
     int32_t wi[] = {-10, -5, 5, 100};
@@ -1006,7 +933,7 @@ Test (ops_elem, clip_inputs_from_opset_11)
     }
     zi_tensor_destroy (&o);
     //  a non-scalar bound or a dtype mismatch is an error
-    zi_tensor_t *vec = f32_of (1, (int64_t[]){2}, (float[]){0, 1});
+    zi_tensor_t *vec = zt_tensor_of (ZI_DT_F32, 1, (int64_t[]){2}, (float[]){0, 1});
     const zi_tensor_t *badv[2] = {x, vec};
     const zi_tensor_t *badt[2] = {x, li};
     int rc;
@@ -1026,8 +953,8 @@ Test (ops_elem, clip_inputs_from_opset_11)
 
 Test (ops_elem, logic_ops_on_bool_with_broadcast)
 {
-    zi_tensor_t *a = bool_of (2, (int64_t[]){2, 2}, (uint8_t[]){0, 0, 1, 1});
-    zi_tensor_t *b = bool_of (1, (int64_t[]){2}, (uint8_t[]){0, 1});
+    zi_tensor_t *a = zt_tensor_of (ZI_DT_BOOL, 2, (int64_t[]){2, 2}, (uint8_t[]){0, 0, 1, 1});
+    zi_tensor_t *b = zt_tensor_of (ZI_DT_BOOL, 1, (int64_t[]){2}, (uint8_t[]){0, 1});
     zi_tensor_t *an = run2 ("And", a, b);
     zi_tensor_t *orr = run2 ("Or", a, b);
     zi_tensor_t *xr = run2 ("Xor", a, b);
@@ -1061,8 +988,8 @@ Test (ops_elem, logic_ops_on_bool_with_broadcast)
 
 Test (ops_elem, int64_comparisons)
 {
-    zi_tensor_t *a = i64_of (1, (int64_t[]){4}, (int64_t[]){1, 5, -3, INT64_MAX});
-    zi_tensor_t *b = i64_of (0, NULL, (int64_t[]){1});
+    zi_tensor_t *a = zt_tensor_of (ZI_DT_I64, 1, (int64_t[]){4}, (int64_t[]){1, 5, -3, INT64_MAX});
+    zi_tensor_t *b = zt_tensor_of (ZI_DT_I64, 0, NULL, (int64_t[]){1});
     zi_tensor_t *lt = run2 ("Less", a, b);
     zi_tensor_t *ge = run2 ("GreaterOrEqual", a, b);
     zi_tensor_t *eq = run2 ("Equal", a, b);
@@ -1081,8 +1008,8 @@ Test (ops_elem, int64_comparisons)
 
 Test (ops_elem, bitshift_unsigned)
 {
-    zi_tensor_t *a = tensor (ZI_DT_U8, 1, (int64_t[]){4});
-    zi_tensor_t *b = tensor (ZI_DT_U8, 1, (int64_t[]){4});
+    zi_tensor_t *a = zt_tensor_of (ZI_DT_U8, 1, (int64_t[]){4}, NULL);
+    zi_tensor_t *b = zt_tensor_of (ZI_DT_U8, 1, (int64_t[]){4}, NULL);
     uint8_t av[] = {16, 4, 1, 255}, bv[] = {1, 2, 3, 9};
     memcpy (a->data, av, 4);
     memcpy (b->data, bv, 4);
@@ -1107,7 +1034,7 @@ Test (ops_elem, bitshift_unsigned)
 
 Test (ops_elem, isnan_isinf)
 {
-    zi_tensor_t *x = f32_of (1, (int64_t[]){4}, (float[]){NAN, INFINITY, -INFINITY, 1});
+    zi_tensor_t *x = zt_tensor_of (ZI_DT_F32, 1, (int64_t[]){4}, (float[]){NAN, INFINITY, -INFINITY, 1});
     zi_tensor_t *n = run1 ("IsNaN", NULL, 0, x);
     zi_tensor_t *i = run1 ("IsInf", NULL, 0, x);
     zi_attr_t pos[] = {attr_i ("detect_negative", 0)};
@@ -1136,7 +1063,7 @@ cast (const zi_tensor_t *x, zi_dtype_t to)
 Test (ops_elem, cast_float_to_int_truncates_and_saturates)
 {
     float xv[] = {1.9f, -1.9f, 0.5f, -0.5f, 1e20f, -1e20f, NAN, 300.0f};
-    zi_tensor_t *x = f32_of (1, (int64_t[]){8}, xv);
+    zi_tensor_t *x = zt_tensor_of (ZI_DT_F32, 1, (int64_t[]){8}, xv);
     zi_tensor_t *i64 = cast (x, ZI_DT_I64);
     cr_assert_eq (i64->dtype, ZI_DT_I64);
     int64_t w[] = {1, -1, 0, 0, INT64_MAX, INT64_MIN, 0, 300};
@@ -1165,7 +1092,7 @@ Test (ops_elem, cast_round_trips_between_all_dtypes)
 {
     //  small integers survive every dtype
     float xv[] = {0, 1, 2, 3, 7, 100, 127, 0};
-    zi_tensor_t *x = f32_of (2, (int64_t[]){2, 4}, xv);
+    zi_tensor_t *x = zt_tensor_of (ZI_DT_F32, 2, (int64_t[]){2, 4}, xv);
     zi_dtype_t dts[] = {ZI_DT_F32, ZI_DT_F64, ZI_DT_F16, ZI_DT_BF16,
                         ZI_DT_I8,  ZI_DT_U8,  ZI_DT_I16, ZI_DT_U16,
                         ZI_DT_I32, ZI_DT_U32, ZI_DT_I64, ZI_DT_U64};
@@ -1192,7 +1119,7 @@ Test (ops_elem, cast_round_trips_between_all_dtypes)
 Test (ops_elem, cast_halves_bool_and_large_ints)
 {
     float xv[] = {0.1f, 65504.0f, 1e6f, -2.5f};
-    zi_tensor_t *x = f32_of (1, (int64_t[]){4}, xv);
+    zi_tensor_t *x = zt_tensor_of (ZI_DT_F32, 1, (int64_t[]){4}, xv);
     zi_tensor_t *h = cast (x, ZI_DT_F16);
     cr_assert_eq (((uint16_t *) h->data)[0], zi_f32_to_f16 (0.1f));
     cr_assert_eq (((uint16_t *) h->data)[2], 0x7c00);     //  +inf
@@ -1202,12 +1129,12 @@ Test (ops_elem, cast_halves_bool_and_large_ints)
     cr_assert_eq (((uint16_t *) bf->data)[3], 0xc020);
     //  int64 beyond 2^53 keeps its bits through int64 / uint64
     int64_t big = (1LL << 62) + 1;
-    zi_tensor_t *l = i64_of (1, (int64_t[]){1}, &big);
+    zi_tensor_t *l = zt_tensor_of (ZI_DT_I64, 1, (int64_t[]){1}, &big);
     zi_tensor_t *u = cast (l, ZI_DT_U64);
     zi_tensor_t *back = cast (u, ZI_DT_I64);
     cr_assert_eq (((int64_t *) back->data)[0], big);
     //  bool -> float, int -> bool
-    zi_tensor_t *bb = bool_of (1, (int64_t[]){2}, (uint8_t[]){0, 1});
+    zi_tensor_t *bb = zt_tensor_of (ZI_DT_BOOL, 1, (int64_t[]){2}, (uint8_t[]){0, 1});
     zi_tensor_t *bf32 = cast (bb, ZI_DT_F32);
     cr_assert_eq (get (bf32, 0), 0);
     cr_assert_eq (get (bf32, 1), 1);
@@ -1254,8 +1181,8 @@ Test (ops_elem, cast_rejects_string_and_unknown_targets)
 
 Test (ops_elem, float16_inputs_compute_in_float32)
 {
-    zi_tensor_t *a = tensor (ZI_DT_F16, 2, (int64_t[]){2, 3});
-    zi_tensor_t *b = tensor (ZI_DT_F16, 1, (int64_t[]){3});
+    zi_tensor_t *a = zt_tensor_of (ZI_DT_F16, 2, (int64_t[]){2, 3}, NULL);
+    zi_tensor_t *b = zt_tensor_of (ZI_DT_F16, 1, (int64_t[]){3}, NULL);
     float av[] = {1, 2, 3, -4, 0.5f, 6}, bv[] = {0.25f, 10, -1};
     for (int i = 0; i < 6; i++) {
         ((uint16_t *) a->data)[i] = zi_f32_to_f16 (av[i]);
@@ -1290,7 +1217,7 @@ Test (ops_elem, bad_shapes_and_dtypes_are_errors)
 {
     zi_tensor_t *a = rand_f32 (1, (int64_t[]){3}, 0, 1);
     zi_tensor_t *b = rand_f32 (1, (int64_t[]){4}, 0, 1);
-    zi_tensor_t *c = i64_of (1, (int64_t[]){3}, (int64_t[]){1, 2, 3});
+    zi_tensor_t *c = zt_tensor_of (ZI_DT_I64, 1, (int64_t[]){3}, (int64_t[]){1, 2, 3});
     const zi_tensor_t *ab[2] = {a, b};
     const zi_tensor_t *ac[2] = {a, c};
     int rc;

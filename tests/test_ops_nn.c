@@ -16,182 +16,15 @@
 #include "zi_gemm.h"
 #include "zi_ops.h"
 #include "zi_ops_nn.h"
-
-//  Building nodes by hand ------------------------------------------------------
-
-#define T_MAXATTR 16
-
-typedef struct {
-    zi_node_t node;
-    zi_attr_t attrs[T_MAXATTR];
-    int64_t ints[T_MAXATTR][16];
-    int ins[8], outs[4];
-    char err[256];
-} tnode_t;
-
-static void
-tn_init (tnode_t *t, const char *op, int n_in, int n_out)
-{
-    memset (t, 0, sizeof *t);
-    t->node.name = (char *) "n0";
-    t->node.op_type = (char *) op;
-    t->node.domain = (char *) "";
-    t->node.n_in = n_in;
-    t->node.in = t->ins;
-    t->node.n_out = n_out;
-    t->node.out = t->outs;
-    t->node.attr = t->attrs;
-    for (int i = 0; i < 8; i++) {
-        t->ins[i] = i;
-    }
-    for (int i = 0; i < 4; i++) {
-        t->outs[i] = 10 + i;
-    }
-}
-
-static zi_attr_t *
-tn_attr (tnode_t *t, const char *name, zi_attr_type_t type)
-{
-    cr_assert (t->node.n_attr < T_MAXATTR);
-    zi_attr_t *a = &t->attrs[t->node.n_attr++];
-    a->name = (char *) name;
-    a->type = type;
-    return a;
-}
-
-static void
-tn_int (tnode_t *t, const char *name, int64_t v)
-{
-    tn_attr (t, name, ZI_ATTR_INT)->i = v;
-}
-
-static void
-tn_float (tnode_t *t, const char *name, float v)
-{
-    tn_attr (t, name, ZI_ATTR_FLOAT)->f = v;
-}
-
-static void
-tn_str (tnode_t *t, const char *name, const char *s)
-{
-    zi_attr_t *a = tn_attr (t, name, ZI_ATTR_STRING);
-    a->s = (char *) s;
-    a->s_len = strlen (s);
-}
-
-static void
-tn_ints (tnode_t *t, const char *name, int n, const int64_t *v)
-{
-    int slot = t->node.n_attr;
-    zi_attr_t *a = tn_attr (t, name, ZI_ATTR_INTS);
-    cr_assert (n <= 16);
-    memcpy (t->ints[slot], v, (size_t) n * sizeof *v);
-    a->ints = t->ints[slot];
-    a->n = n;
-}
-
-#define INTS(...) (sizeof ((int64_t[]){__VA_ARGS__}) / sizeof (int64_t)), \
-                  ((int64_t[]){__VA_ARGS__})
-
-//  Check, infer, allocate, run. in[i] NULL = omitted input; out[i] receives
-//  a new tensor, or NULL when want_out[i] is false. Returns the first
-//  failing step's code (check / infer / run).
-static int
-tn_run (tnode_t *t, zi_tensor_t *const *in, zi_tensor_t **out,
-        const bool *want_out)
-{
-    for (int i = 0; i < t->node.n_in; i++) {
-        t->ins[i] = in[i] ? i : -1;
-    }
-    for (int i = 0; i < t->node.n_out; i++) {
-        out[i] = NULL;
-        t->outs[i] = (!want_out || want_out[i]) ? 10 + i : -1;
-    }
-    int rc = zi_op_check_node (&t->node, t->err, sizeof t->err);
-    if (rc) {
-        return rc;
-    }
-    const zi_op_def_t *op = zi_op_find (t->node.op_type, "");
-    cr_assert_not_null (op);
-    for (int i = 0; i < t->node.n_out; i++) {
-        if (t->outs[i] >= 0) {
-            out[i] = (zi_tensor_t *) calloc (1, sizeof (zi_tensor_t));
-        }
-    }
-    zi_kctx_t ctx = {
-        .node = &t->node, .n_in = t->node.n_in,
-        .in = (const zi_tensor_t *const *) in, .n_out = t->node.n_out,
-        .out = out, .nthreads = 1, .err = t->err, .errlen = sizeof t->err,
-    };
-    rc = op->infer (&ctx);
-    if (rc) {
-        return rc;
-    }
-    for (int i = 0; i < t->node.n_out; i++) {
-        if (out[i]) {
-            out[i]->data = malloc (out[i]->nbytes ? out[i]->nbytes : 1);
-            //  Poison: kernels must overwrite every element.
-            memset (out[i]->data, 0xff, out[i]->nbytes);
-            out[i]->owns_data = true;
-        }
-    }
-    return op->run (&ctx);
-}
-
-static void
-free_outs (zi_tensor_t **out, int n)
-{
-    for (int i = 0; i < n; i++) {
-        zi_tensor_destroy (&out[i]);
-    }
-}
+#include "ops_testutil.h"
 
 //  Data and comparison ----------------------------------------------------------
 
+//  Random data: this file's own sequence.
 static uint32_t s_seed = 12345;
 
-static float
-frand (void)
-{
-    s_seed = s_seed * 1664525u + 1013904223u;
-    return (float) ((s_seed >> 8) & 0xffff) / 32768.0f - 1.0f;
-}
-
-static zi_tensor_t *
-rand_tensor (int rank, const int64_t *shape)
-{
-    zi_tensor_t *t = zi_tensor_new (ZI_DT_F32, rank, shape);
-    cr_assert_not_null (t);
-    float *d = (float *) t->data;
-    for (int64_t i = 0; i < zi_tensor_count (t); i++) {
-        d[i] = frand ();
-    }
-    return t;
-}
-
-#define RT(...) rand_tensor (INTS (__VA_ARGS__))
-
-static zi_tensor_t *
-vals_tensor (int rank, const int64_t *shape, const float *v)
-{
-    zi_tensor_t *t = zi_tensor_new (ZI_DT_F32, rank, shape);
-    cr_assert_not_null (t);
-    memcpy (t->data, v, t->nbytes);
-    return t;
-}
-
-static void
-expect_shape (const zi_tensor_t *t, int rank, const int64_t *shape)
-{
-    cr_assert_not_null (t);
-    cr_assert_eq (t->rank, rank, "rank %d, want %d", t->rank, rank);
-    for (int i = 0; i < rank; i++) {
-        cr_assert_eq (t->ne[i], shape[i], "dim %d is %lld, want %lld", i,
-                      (long long) t->ne[i], (long long) shape[i]);
-    }
-}
-
-#define EXPECT_SHAPE(t, ...) expect_shape (t, INTS (__VA_ARGS__))
+#define RT(...) zt_lcg_tensor (&s_seed, INTS (__VA_ARGS__))
+#define EXPECT_SHAPE(t, ...) zt_expect_shape (t, INTS (__VA_ARGS__))
 
 static void
 expect_close_tol (const float *got, const double *want, int64_t n,
@@ -212,14 +45,6 @@ expect_close (const float *got, const double *want, int64_t n,
     expect_close_tol (got, want, n, 1e-4, 1e-4, what);
 }
 
-static double *
-dalloc (int64_t n)
-{
-    double *p = (double *) calloc ((size_t) (n > 0 ? n : 1), sizeof *p);
-    cr_assert_not_null (p);
-    return p;
-}
-
 //  MatMul -----------------------------------------------------------------------
 
 //  numpy matmul in double for A (ra dims) @ B (rb dims), batch broadcast.
@@ -238,7 +63,7 @@ ref_matmul (const zi_tensor_t *a, const zi_tensor_t *b, int64_t *count)
         bs[i] = da == 1 ? db : da;
         nb *= bs[i];
     }
-    double *y = dalloc (nb * M * N);
+    double *y = zt_dalloc (nb * M * N);
     const float *A = a->data, *B = b->data;
     for (int64_t t = 0; t < nb; t++) {
         //  decompose t into batch indices, map to A's and B's batch offsets
@@ -274,18 +99,18 @@ ref_matmul (const zi_tensor_t *a, const zi_tensor_t *b, int64_t *count)
 static void
 check_matmul (zi_tensor_t *a, zi_tensor_t *b, int orank, const int64_t *oshape)
 {
-    tnode_t t;
-    tn_init (&t, "MatMul", 2, 1);
+    zt_node_t t;
+    zt_node_init (&t, "MatMul", 2, 1);
     zi_tensor_t *in[] = {a, b}, *out[1];
-    int rc = tn_run (&t, in, out, NULL);
+    int rc = zt_run (&t, in, out, NULL);
     cr_assert_eq (rc, 0, "MatMul failed: %s", t.err);
-    expect_shape (out[0], orank, oshape);
+    zt_expect_shape (out[0], orank, oshape);
     int64_t n;
     double *want = ref_matmul (a, b, &n);
     cr_assert_eq (n, zi_tensor_count (out[0]), "%lld vs %lld", (long long) n, (long long) zi_tensor_count (out[0]));
     expect_close (out[0]->data, want, n, "MatMul");
     free (want);
-    free_outs (out, 1);
+    zt_free_outs (out, 1);
     zi_tensor_destroy (&a);
     zi_tensor_destroy (&b);
 }
@@ -315,15 +140,15 @@ Test (ops_nn, matmul_batched_broadcast)
 Test (ops_nn, matmul_empty_dims)
 {
     //  K == 0: the sum is empty, every output element is 0.
-    tnode_t t;
-    tn_init (&t, "MatMul", 2, 1);
+    zt_node_t t;
+    zt_node_init (&t, "MatMul", 2, 1);
     zi_tensor_t *a = RT (3, 0), *b = RT (0, 4), *in[] = {a, b}, *out[1];
-    cr_assert_eq (tn_run (&t, in, out, NULL), 0, "%s", t.err);
+    cr_assert_eq (zt_run (&t, in, out, NULL), 0, "%s", t.err);
     EXPECT_SHAPE (out[0], 3, 4);
     for (int i = 0; i < 12; i++) {
         cr_assert_eq (((float *) out[0]->data)[i], 0.0f);
     }
-    free_outs (out, 1);
+    zt_free_outs (out, 1);
     zi_tensor_destroy (&a);
     zi_tensor_destroy (&b);
     check_matmul (RT (0, 4), RT (4, 5), INTS (0, 5));
@@ -332,25 +157,25 @@ Test (ops_nn, matmul_empty_dims)
 
 Test (ops_nn, matmul_rejects_bad_shapes)
 {
-    tnode_t t;
-    tn_init (&t, "MatMul", 2, 1);
+    zt_node_t t;
+    zt_node_init (&t, "MatMul", 2, 1);
     zi_tensor_t *out[1];
     zi_tensor_t *a = RT (3, 4), *b = RT (5, 6), *in[] = {a, b};
-    cr_assert_eq (tn_run (&t, in, out, NULL), ZI_ERR_SHAPE);
+    cr_assert_eq (zt_run (&t, in, out, NULL), ZI_ERR_SHAPE);
     cr_assert (strstr (t.err, "n0") && strstr (t.err, "MatMul"), "%s", t.err);
-    free_outs (out, 1);
+    zt_free_outs (out, 1);
     zi_tensor_destroy (&b);
     b = RT (3, 4, 5);
     zi_tensor_t *a2 = RT (2, 3, 4), *in2[] = {a2, b};
-    cr_assert_eq (tn_run (&t, in2, out, NULL), ZI_ERR_SHAPE);
-    free_outs (out, 1);
+    cr_assert_eq (zt_run (&t, in2, out, NULL), ZI_ERR_SHAPE);
+    zt_free_outs (out, 1);
     zi_tensor_t *s = zi_tensor_new (ZI_DT_F32, 0, NULL), *in3[] = {s, a};
-    cr_assert_lt (tn_run (&t, in3, out, NULL), 0);
-    free_outs (out, 1);
+    cr_assert_lt (zt_run (&t, in3, out, NULL), 0);
+    zt_free_outs (out, 1);
     zi_tensor_t *i64 = zi_tensor_new (ZI_DT_I64, 2, (int64_t[]){4, 2});
     zi_tensor_t *in4[] = {a, i64};
-    cr_assert_eq (tn_run (&t, in4, out, NULL), ZI_ERR_UNSUPPORTED);
-    free_outs (out, 1);
+    cr_assert_eq (zt_run (&t, in4, out, NULL), ZI_ERR_UNSUPPORTED);
+    zt_free_outs (out, 1);
     zi_tensor_destroy (&a);
     zi_tensor_destroy (&a2);
     zi_tensor_destroy (&b);
@@ -364,20 +189,20 @@ static void
 check_gemm (int64_t M, int64_t N, int64_t K, bool ta, bool tb, float alpha,
             float beta, int crank, const int64_t *cshape)
 {
-    tnode_t t;
-    tn_init (&t, "Gemm", crank >= 0 ? 3 : 2, 1);
-    tn_int (&t, "transA", ta);
-    tn_int (&t, "transB", tb);
-    tn_float (&t, "alpha", alpha);
-    tn_float (&t, "beta", beta);
+    zt_node_t t;
+    zt_node_init (&t, "Gemm", crank >= 0 ? 3 : 2, 1);
+    zt_int (&t, "transA", ta);
+    zt_int (&t, "transB", tb);
+    zt_float (&t, "alpha", alpha);
+    zt_float (&t, "beta", beta);
     zi_tensor_t *a = ta ? RT (K, M) : RT (M, K);
     zi_tensor_t *b = tb ? RT (N, K) : RT (K, N);
-    zi_tensor_t *c = crank >= 0 ? rand_tensor (crank, cshape) : NULL;
+    zi_tensor_t *c = crank >= 0 ? zt_lcg_tensor (&s_seed, crank, cshape) : NULL;
     zi_tensor_t *in[] = {a, b, c}, *out[1];
-    int rc = tn_run (&t, in, out, NULL);
+    int rc = zt_run (&t, in, out, NULL);
     cr_assert_eq (rc, 0, "Gemm failed: %s", t.err);
     EXPECT_SHAPE (out[0], M, N);
-    double *want = dalloc (M * N);
+    double *want = zt_dalloc (M * N);
     const float *A = a->data, *B = b->data, *C = c ? c->data : NULL;
     int64_t c0 = crank == 2 ? cshape[0] : 1;
     int64_t c1 = crank >= 1 ? cshape[crank - 1] : 1;
@@ -394,7 +219,7 @@ check_gemm (int64_t M, int64_t N, int64_t K, bool ta, bool tb, float alpha,
     }
     expect_close (out[0]->data, want, M * N, "Gemm");
     free (want);
-    free_outs (out, 1);
+    zt_free_outs (out, 1);
     zi_tensor_destroy (&a);
     zi_tensor_destroy (&b);
     zi_tensor_destroy (&c);
@@ -427,21 +252,21 @@ Test (ops_nn, gemm_c_broadcasts)
 
 Test (ops_nn, gemm_rejects_bad_inputs)
 {
-    tnode_t t;
+    zt_node_t t;
     zi_tensor_t *out[1];
-    tn_init (&t, "Gemm", 3, 1);
+    zt_node_init (&t, "Gemm", 3, 1);
     zi_tensor_t *a = RT (4, 5), *b = RT (5, 6), *c = RT (3, 6);
     zi_tensor_t *in[] = {a, b, c};
-    cr_assert_eq (tn_run (&t, in, out, NULL), ZI_ERR_SHAPE, "%s", t.err);
-    free_outs (out, 1);
+    cr_assert_eq (zt_run (&t, in, out, NULL), ZI_ERR_SHAPE, "%s", t.err);
+    zt_free_outs (out, 1);
     zi_tensor_t *a3 = RT (1, 4, 5), *in2[] = {a3, b, NULL};
-    cr_assert_eq (tn_run (&t, in2, out, NULL), ZI_ERR_SHAPE);
-    free_outs (out, 1);
-    tn_init (&t, "Gemm", 2, 1);
-    tn_float (&t, "transA", 1.0f);  //  wrong attribute type
+    cr_assert_eq (zt_run (&t, in2, out, NULL), ZI_ERR_SHAPE);
+    zt_free_outs (out, 1);
+    zt_node_init (&t, "Gemm", 2, 1);
+    zt_float (&t, "transA", 1.0f);  //  wrong attribute type
     zi_tensor_t *in3[] = {a, b};
-    cr_assert_eq (tn_run (&t, in3, out, NULL), ZI_ERR_MALFORMED);
-    free_outs (out, 1);
+    cr_assert_eq (zt_run (&t, in3, out, NULL), ZI_ERR_MALFORMED);
+    zt_free_outs (out, 1);
     zi_tensor_destroy (&a);
     zi_tensor_destroy (&a3);
     zi_tensor_destroy (&b);
@@ -449,21 +274,6 @@ Test (ops_nn, gemm_rejects_bad_inputs)
 }
 
 //  Fused GEMM entry points ---------------------------------------------------------
-
-static double
-ref_act (double v, zi_nn_act_t act)
-{
-    switch (act.kind) {
-        case ZI_NN_ACT_RELU: return v > 0 ? v : 0;
-        case ZI_NN_ACT_LEAKY_RELU: return v < 0 ? v * act.alpha : v;
-        case ZI_NN_ACT_SIGMOID: return 1.0 / (1.0 + exp (-v));
-        case ZI_NN_ACT_TANH: return tanh (v);
-        case ZI_NN_ACT_GELU: return 0.5 * v * (1.0 + erf (v / sqrt (2.0)));
-        case ZI_NN_ACT_CLIP:
-            return v < act.alpha ? act.alpha : v > act.beta ? act.beta : v;
-        default: return v;
-    }
-}
 
 Test (ops_nn, gemm_bias_act_every_activation)
 {
@@ -485,7 +295,7 @@ Test (ops_nn, gemm_bias_act_every_activation)
                                               ai % 2 ? bias->data : NULL, M, N,
                                               K, acts[ai]);
                 cr_assert_eq (rc, 0);
-                double *want = dalloc (M * N);
+                double *want = zt_dalloc (M * N);
                 const float *A = a->data, *B = b->data, *bb = bias->data;
                 for (int64_t i = 0; i < M; i++) {
                     for (int64_t j = 0; j < N; j++) {
@@ -494,7 +304,7 @@ Test (ops_nn, gemm_bias_act_every_activation)
                             s += (double) A[i * K + k]
                                  * (tb ? B[j * K + k] : B[k * N + j]);
                         }
-                        want[i * N + j] = ref_act (s, acts[ai]);
+                        want[i * N + j] = zt_ref_act (s, acts[ai]);
                     }
                 }
                 expect_close (y, want, M * N, "gemm_bias_act");
@@ -514,8 +324,8 @@ Test (ops_nn, gemm_bias_act_every_activation)
 Test (ops_nn, matmul_bias_act_fuses_add_and_relu)
 {
     zi_tensor_t *a = RT (2, 3, 4), *b = RT (2, 4, 5), *bias = RT (1, 5);
-    tnode_t t;
-    tn_init (&t, "MatMul", 2, 1);
+    zt_node_t t;
+    zt_node_init (&t, "MatMul", 2, 1);
     zi_tensor_t *in[] = {a, b};
     zi_tensor_t *y = (zi_tensor_t *) calloc (1, sizeof *y), *out[] = {y};
     zi_kctx_t ctx = {.node = &t.node, .n_in = 2,
@@ -532,7 +342,7 @@ Test (ops_nn, matmul_bias_act_fuses_add_and_relu)
     int64_t n;
     double *want = ref_matmul (a, b, &n);
     for (int64_t i = 0; i < n; i++) {
-        want[i] = ref_act (want[i] + ((float *) bias->data)[i % 5], relu);
+        want[i] = zt_ref_act (want[i] + ((float *) bias->data)[i % 5], relu);
     }
     expect_close (y->data, want, n, "MatMul+Add+Relu");
     free (want);
@@ -546,7 +356,7 @@ Test (ops_nn, matmul_bias_act_fuses_add_and_relu)
 //  Run a MatMul (bias may be NULL) or Gemm node on `pool` with a pack cache
 //  slot (NULL = none); returns the output.
 static zi_tensor_t *
-run_gemm_node (tnode_t *t, zi_tensor_t **in, const zi_tensor_t *bias, zi_pool_t *pool,
+run_gemm_node (zt_node_t *t, zi_tensor_t **in, const zi_tensor_t *bias, zi_pool_t *pool,
                zi_gemm_pack_t **cache)
 {
     zi_tensor_t *y = (zi_tensor_t *) calloc (1, sizeof *y), *out[] = {y};
@@ -554,7 +364,7 @@ run_gemm_node (tnode_t *t, zi_tensor_t **in, const zi_tensor_t *bias, zi_pool_t 
     for (int i = 0; i < t->node.n_in; i++) {
         t->ins[i] = i;
     }
-    t->outs[0] = 10;
+    t->outs[0] = ZT_MAXIO;
     zi_kctx_t ctx = {.node = &t->node, .n_in = t->node.n_in,
                      .in = (const zi_tensor_t *const *) in, .n_out = 1, .out = out,
                      .nthreads = zi_pool_size (pool), .pool = pool, .err = t->err,
@@ -586,11 +396,11 @@ Test (ops_nn, matmul_gemm_on_a_pool_match_one_thread)
         zi_gemm_set_avx512 (avx);
         for (size_t c = 0; c < 4; c++) {
             bool gemm = c == 3;
-            tnode_t t;
-            tn_init (&t, gemm ? "Gemm" : "MatMul", gemm ? 3 : 2, 1);
+            zt_node_t t;
+            zt_node_init (&t, gemm ? "Gemm" : "MatMul", gemm ? 3 : 2, 1);
             zi_tensor_t *gin[3] = {NULL};
             if (gemm) {
-                tn_int (&t, "transB", 1);
+                zt_int (&t, "transB", 1);
                 gin[0] = RT (33, 100);
                 gin[1] = RT (70, 100);
                 gin[2] = RT (70);
@@ -606,7 +416,7 @@ Test (ops_nn, matmul_gemm_on_a_pool_match_one_thread)
                     double b = !bias ? 0 : zi_tensor_count (bias) == 1
                                                ? ((float *) bias->data)[0]
                                                : ((float *) bias->data)[i % L];
-                    want[i] = ref_act (want[i] + b, (zi_nn_act_t){ZI_NN_ACT_RELU, 0, 0});
+                    want[i] = zt_ref_act (want[i] + b, (zi_nn_act_t){ZI_NN_ACT_RELU, 0, 0});
                 }
                 expect_close (y1->data, want, n, "MatMul on a pool");
                 free (want);
@@ -640,96 +450,23 @@ Test (ops_nn, matmul_gemm_on_a_pool_match_one_thread)
 
 Test (ops_nn, act_from_node)
 {
-    tnode_t t;
+    zt_node_t t;
     zi_nn_act_t act;
-    tn_init (&t, "LeakyRelu", 1, 1);
-    tn_float (&t, "alpha", 0.2f);
+    zt_node_init (&t, "LeakyRelu", 1, 1);
+    zt_float (&t, "alpha", 0.2f);
     cr_assert_eq (zi_nn_act_from_node (&t.node, &act), 0);
     cr_assert_eq (act.kind, ZI_NN_ACT_LEAKY_RELU);
     cr_assert_float_eq (act.alpha, 0.2f, 1e-7);
-    tn_init (&t, "Relu", 1, 1);
+    zt_node_init (&t, "Relu", 1, 1);
     cr_assert_eq (zi_nn_act_from_node (&t.node, &act), 0);
     cr_assert_eq (act.kind, ZI_NN_ACT_RELU);
-    tn_init (&t, "Clip", 3, 1);     //  opset 11: bounds are inputs
+    zt_node_init (&t, "Clip", 3, 1);     //  opset 11: bounds are inputs
     cr_assert_eq (zi_nn_act_from_node (&t.node, &act), ZI_ERR_UNSUPPORTED);
-    tn_init (&t, "Add", 2, 1);
+    zt_node_init (&t, "Add", 2, 1);
     cr_assert_eq (zi_nn_act_from_node (&t.node, &act), ZI_ERR_UNSUPPORTED);
 }
 
 //  Conv -------------------------------------------------------------------------
-
-//  Spatial dims padded to 3 (leading 1s), as the kernels do.
-typedef struct {
-    int nd;
-    int64_t in[3], k[3], s[3], d[3], pb[3], out[3];
-} tgeom_t;
-
-//  Split a flat index over dims (a, b, c) into its three coordinates.
-static void
-split3 (int64_t idx, const int64_t *dims, int64_t *i0, int64_t *i1,
-        int64_t *i2)
-{
-    *i2 = idx % dims[2];
-    idx /= dims[2];
-    *i1 = idx % dims[1];
-    *i0 = idx / dims[1];
-}
-
-//  x (N,C,in) * w (M,C/group,k) + b -> y (N,M,out), explicit begin pads.
-static double *
-ref_conv (const zi_tensor_t *x, const zi_tensor_t *w, const zi_tensor_t *b,
-          int64_t group, const tgeom_t *g)
-{
-    int64_t N = x->ne[0], C = x->ne[1], M = w->ne[0];
-    int64_t Cg = C / group, Mg = M / group;
-    int64_t isz = g->in[0] * g->in[1] * g->in[2];
-    int64_t osz = g->out[0] * g->out[1] * g->out[2];
-    int64_t ksz = g->k[0] * g->k[1] * g->k[2];
-    double *y = dalloc (N * M * osz);
-    const float *X = x->data, *W = w->data, *B = b ? b->data : NULL;
-    //  y index = (n, m, o) with o flat over out; taps t = (c, k) flat
-    for (int64_t yi = 0; yi < N * M * osz; yi++) {
-        int64_t n = yi / (M * osz), m = (yi / osz) % M, o0, o1, o2;
-        split3 (yi % osz, g->out, &o0, &o1, &o2);
-        double s = B ? B[m] : 0.0;
-        int64_t grp = m / Mg;
-        for (int64_t t = 0; t < Cg * ksz; t++) {
-            int64_t c = t / ksz, k0, k1, k2;
-            split3 (t % ksz, g->k, &k0, &k1, &k2);
-            int64_t i0 = o0 * g->s[0] - g->pb[0] + k0 * g->d[0];
-            int64_t i1 = o1 * g->s[1] - g->pb[1] + k1 * g->d[1];
-            int64_t i2 = o2 * g->s[2] - g->pb[2] + k2 * g->d[2];
-            if (i0 < 0 || i0 >= g->in[0] || i1 < 0 || i1 >= g->in[1]
-                || i2 < 0 || i2 >= g->in[2]) {
-                continue;
-            }
-            double xv = X[(n * C + grp * Cg + c) * isz
-                          + (i0 * g->in[1] + i1) * g->in[2] + i2];
-            s += xv * W[(m * Cg + c) * ksz + t % ksz];
-        }
-        y[yi] = s;
-    }
-    return y;
-}
-
-//  Build a tgeom_t from per-real-dim values (nd of them).
-static tgeom_t
-mkgeom (int nd, const int64_t *in, const int64_t *k, const int64_t *s,
-        const int64_t *d, const int64_t *pb, const int64_t *out)
-{
-    tgeom_t g;
-    g.nd = nd;
-    for (int i = 0; i < 3; i++) {
-        int j = i - (3 - nd);
-        g.in[i] = j >= 0 ? in[j] : 1;
-        g.k[i] = j >= 0 ? k[j] : 1;
-        g.s[i] = j >= 0 && s ? s[j] : 1;
-        g.d[i] = j >= 0 && d ? d[j] : 1;
-        g.pb[i] = j >= 0 && pb ? pb[j] : 0;
-        g.out[i] = j >= 0 ? out[j] : 1;
-    }
-    return g;
-}
 
 typedef struct {
     int nd;
@@ -752,30 +489,30 @@ check_conv (const tconv_t *c)
         xs[2 + i] = c->in[i];
         ws[2 + i] = c->k[i];
     }
-    zi_tensor_t *x = rand_tensor (nd + 2, xs), *w = rand_tensor (nd + 2, ws);
-    zi_tensor_t *b = c->bias ? rand_tensor (1, &c->M) : NULL;
-    tnode_t t;
-    tn_init (&t, "Conv", c->bias ? 3 : 2, 1);
+    zi_tensor_t *x = zt_lcg_tensor (&s_seed, nd + 2, xs), *w = zt_lcg_tensor (&s_seed, nd + 2, ws);
+    zi_tensor_t *b = c->bias ? zt_lcg_tensor (&s_seed, 1, &c->M) : NULL;
+    zt_node_t t;
+    zt_node_init (&t, "Conv", c->bias ? 3 : 2, 1);
     if (c->group != 1) {
-        tn_int (&t, "group", c->group);
+        zt_int (&t, "group", c->group);
     }
     if (c->s[0]) {
-        tn_ints (&t, "strides", nd, c->s);
+        zt_ints (&t, "strides", nd, c->s);
     }
     if (c->d[0]) {
-        tn_ints (&t, "dilations", nd, c->d);
+        zt_ints (&t, "dilations", nd, c->d);
     }
     if (c->pads[0] || c->pads[1] || c->pads[nd]) {
-        tn_ints (&t, "pads", 2 * nd, c->pads);
+        zt_ints (&t, "pads", 2 * nd, c->pads);
     }
     if (c->auto_pad) {
-        tn_str (&t, "auto_pad", c->auto_pad);
+        zt_str (&t, "auto_pad", c->auto_pad);
     }
-    tn_ints (&t, "kernel_shape", nd, c->k);
+    zt_ints (&t, "kernel_shape", nd, c->k);
     zi_tensor_t *in[] = {x, w, b}, *out[1];
     int rc;
     if (c->act.kind == ZI_NN_ACT_NONE) {
-        rc = tn_run (&t, in, out, NULL);
+        rc = zt_run (&t, in, out, NULL);
     }
     else {
         out[0] = (zi_tensor_t *) calloc (1, sizeof (zi_tensor_t));
@@ -793,17 +530,17 @@ check_conv (const tconv_t *c)
     for (int i = 0; i < nd; i++) {
         ys[2 + i] = c->out[i];
     }
-    expect_shape (out[0], nd + 2, ys);
-    tgeom_t g = mkgeom (nd, c->in, c->k, c->s[0] ? c->s : NULL,
+    zt_expect_shape (out[0], nd + 2, ys);
+    zt_geom_t g = zt_geom (nd, c->in, c->k, c->s[0] ? c->s : NULL,
                         c->d[0] ? c->d : NULL, c->pb, c->out);
-    double *want = ref_conv (x, w, b, c->group, &g);
+    double *want = zt_ref_conv (x, w, b, c->group, &g, NULL);
     int64_t n = zi_tensor_count (out[0]);
     for (int64_t i = 0; i < n; i++) {
-        want[i] = ref_act (want[i], c->act);
+        want[i] = zt_ref_act (want[i], c->act);
     }
     expect_close (out[0]->data, want, n, "Conv");
     free (want);
-    free_outs (out, 1);
+    zt_free_outs (out, 1);
     zi_tensor_destroy (&x);
     zi_tensor_destroy (&w);
     zi_tensor_destroy (&b);
@@ -819,21 +556,21 @@ Test (ops_nn, conv_onnx_basic_with_padding)
     for (int i = 0; i < 9; i++) {
         wv[i] = 1.0f;
     }
-    zi_tensor_t *x = vals_tensor (INTS (1, 1, 5, 5), xv);
-    zi_tensor_t *w = vals_tensor (INTS (1, 1, 3, 3), wv);
-    tnode_t t;
-    tn_init (&t, "Conv", 2, 1);
-    tn_ints (&t, "kernel_shape", INTS (3, 3));
-    tn_ints (&t, "pads", INTS (1, 1, 1, 1));
+    zi_tensor_t *x = zt_tensor_of (ZI_DT_F32, INTS (1, 1, 5, 5), xv);
+    zi_tensor_t *w = zt_tensor_of (ZI_DT_F32, INTS (1, 1, 3, 3), wv);
+    zt_node_t t;
+    zt_node_init (&t, "Conv", 2, 1);
+    zt_ints (&t, "kernel_shape", INTS (3, 3));
+    zt_ints (&t, "pads", INTS (1, 1, 1, 1));
     zi_tensor_t *in[] = {x, w}, *out[1];
-    cr_assert_eq (tn_run (&t, in, out, NULL), 0, "%s", t.err);
+    cr_assert_eq (zt_run (&t, in, out, NULL), 0, "%s", t.err);
     static const double want[] = {
         12, 21, 27, 33, 24, 33, 54, 63, 72, 51, 63, 99, 108, 117, 81,
         93, 144, 153, 162, 111, 72, 111, 117, 123, 84,
     };
     EXPECT_SHAPE (out[0], 1, 1, 5, 5);
     expect_close (out[0]->data, want, 25, "basic_conv_with_padding");
-    free_outs (out, 1);
+    zt_free_outs (out, 1);
     zi_tensor_destroy (&x);
     zi_tensor_destroy (&w);
 }
@@ -972,64 +709,64 @@ Test (ops_nn, conv_fused_activation)
 
 static int
 conv_expect_error (int nd, const int64_t *xs, const int64_t *ws,
-                   void (*setup) (tnode_t *))
+                   void (*setup) (zt_node_t *))
 {
-    zi_tensor_t *x = rand_tensor (nd + 2, xs), *w = rand_tensor (nd + 2, ws);
-    tnode_t t;
-    tn_init (&t, "Conv", 2, 1);
+    zi_tensor_t *x = zt_lcg_tensor (&s_seed, nd + 2, xs), *w = zt_lcg_tensor (&s_seed, nd + 2, ws);
+    zt_node_t t;
+    zt_node_init (&t, "Conv", 2, 1);
     if (setup) {
         setup (&t);
     }
     zi_tensor_t *in[] = {x, w}, *out[1];
-    int rc = tn_run (&t, in, out, NULL);
+    int rc = zt_run (&t, in, out, NULL);
     cr_assert (rc < 0, "expected an error");
     cr_assert (strstr (t.err, "Conv"), "message '%s' names the op", t.err);
-    free_outs (out, 1);
+    zt_free_outs (out, 1);
     zi_tensor_destroy (&x);
     zi_tensor_destroy (&w);
     return rc;
 }
 
 static void
-setup_bad_autopad (tnode_t *t)
+setup_bad_autopad (zt_node_t *t)
 {
-    tn_str (t, "auto_pad", "SAME");
+    zt_str (t, "auto_pad", "SAME");
 }
 
 static void
-setup_group3 (tnode_t *t)
+setup_group3 (zt_node_t *t)
 {
-    tn_int (t, "group", 3);
+    zt_int (t, "group", 3);
 }
 
 static void
-setup_group0 (tnode_t *t)
+setup_group0 (zt_node_t *t)
 {
-    tn_int (t, "group", 0);
+    zt_int (t, "group", 0);
 }
 
 static void
-setup_kernel_mismatch (tnode_t *t)
+setup_kernel_mismatch (zt_node_t *t)
 {
-    tn_ints (t, "kernel_shape", INTS (2, 2));
+    zt_ints (t, "kernel_shape", INTS (2, 2));
 }
 
 static void
-setup_neg_pads (tnode_t *t)
+setup_neg_pads (zt_node_t *t)
 {
-    tn_ints (t, "pads", INTS (-1, 0, 0, 0));
+    zt_ints (t, "pads", INTS (-1, 0, 0, 0));
 }
 
 static void
-setup_zero_stride (tnode_t *t)
+setup_zero_stride (zt_node_t *t)
 {
-    tn_ints (t, "strides", INTS (0, 1));
+    zt_ints (t, "strides", INTS (0, 1));
 }
 
 static void
-setup_short_strides (tnode_t *t)
+setup_short_strides (zt_node_t *t)
 {
-    tn_ints (t, "strides", INTS (1));
+    zt_ints (t, "strides", INTS (1));
 }
 
 Test (ops_nn, conv_rejects_bad_models)
@@ -1054,12 +791,12 @@ Test (ops_nn, conv_rejects_bad_models)
     cr_assert_eq (conv_expect_error (2, x, (int64_t[]){2, 4, 6, 3}, NULL),
                   ZI_ERR_SHAPE);
     //  W rank differs from X rank
-    zi_tensor_t *xx = rand_tensor (4, x), *ww = RT (2, 4, 3);
-    tnode_t t;
-    tn_init (&t, "Conv", 2, 1);
+    zi_tensor_t *xx = zt_lcg_tensor (&s_seed, 4, x), *ww = RT (2, 4, 3);
+    zt_node_t t;
+    zt_node_init (&t, "Conv", 2, 1);
     zi_tensor_t *in[] = {xx, ww}, *out[1];
-    cr_assert_eq (tn_run (&t, in, out, NULL), ZI_ERR_SHAPE);
-    free_outs (out, 1);
+    cr_assert_eq (zt_run (&t, in, out, NULL), ZI_ERR_SHAPE);
+    zt_free_outs (out, 1);
     zi_tensor_destroy (&xx);
     zi_tensor_destroy (&ww);
 }
@@ -1070,23 +807,23 @@ Test (ops_nn, conv_rejects_bad_models)
 //  (C, M/group, k) at out position i*s - pb + k*d.
 static double *
 ref_convt (const zi_tensor_t *x, const zi_tensor_t *w, const zi_tensor_t *b,
-           int64_t group, const tgeom_t *g)
+           int64_t group, const zt_geom_t *g)
 {
     int64_t N = x->ne[0], C = x->ne[1], Mg = w->ne[1], M = Mg * group;
     int64_t Cg = C / group;
     int64_t isz = g->in[0] * g->in[1] * g->in[2];
     int64_t osz = g->out[0] * g->out[1] * g->out[2];
     int64_t ksz = g->k[0] * g->k[1] * g->k[2];
-    double *y = dalloc (N * M * osz);
+    double *y = zt_dalloc (N * M * osz);
     const float *X = x->data, *W = w->data, *B = b ? b->data : NULL;
     for (int64_t xi = 0; xi < N * C * isz; xi++) {
         int64_t n = xi / (C * isz), c = (xi / isz) % C, i0, i1, i2;
-        split3 (xi % isz, g->in, &i0, &i1, &i2);
+        zt_split3 (xi % isz, g->in, &i0, &i1, &i2);
         double xv = X[xi];
         int64_t grp = c / Cg;
         for (int64_t t = 0; t < Mg * ksz; t++) {
             int64_t mg = t / ksz, k0, k1, k2;
-            split3 (t % ksz, g->k, &k0, &k1, &k2);
+            zt_split3 (t % ksz, g->k, &k0, &k1, &k2);
             int64_t o0 = i0 * g->s[0] - g->pb[0] + k0 * g->d[0];
             int64_t o1 = i1 * g->s[1] - g->pb[1] + k1 * g->d[1];
             int64_t o2 = i2 * g->s[2] - g->pb[2] + k2 * g->d[2];
@@ -1129,47 +866,47 @@ check_convt (const tconvt_t *c)
         xs[2 + i] = c->in[i];
         ws[2 + i] = c->k[i];
     }
-    zi_tensor_t *x = rand_tensor (nd + 2, xs), *w = rand_tensor (nd + 2, ws);
-    zi_tensor_t *b = c->bias ? rand_tensor (1, &M) : NULL;
-    tnode_t t;
-    tn_init (&t, "ConvTranspose", c->bias ? 3 : 2, 1);
+    zi_tensor_t *x = zt_lcg_tensor (&s_seed, nd + 2, xs), *w = zt_lcg_tensor (&s_seed, nd + 2, ws);
+    zi_tensor_t *b = c->bias ? zt_lcg_tensor (&s_seed, 1, &M) : NULL;
+    zt_node_t t;
+    zt_node_init (&t, "ConvTranspose", c->bias ? 3 : 2, 1);
     if (c->group != 1) {
-        tn_int (&t, "group", c->group);
+        zt_int (&t, "group", c->group);
     }
     if (c->s[0]) {
-        tn_ints (&t, "strides", nd, c->s);
+        zt_ints (&t, "strides", nd, c->s);
     }
     if (c->d[0]) {
-        tn_ints (&t, "dilations", nd, c->d);
+        zt_ints (&t, "dilations", nd, c->d);
     }
     if (c->pads[0] || c->pads[1] || c->pads[nd]) {
-        tn_ints (&t, "pads", 2 * nd, c->pads);
+        zt_ints (&t, "pads", 2 * nd, c->pads);
     }
     if (c->opad[0] || c->opad[1]) {
-        tn_ints (&t, "output_padding", nd, c->opad);
+        zt_ints (&t, "output_padding", nd, c->opad);
     }
     if (c->oshape[0]) {
-        tn_ints (&t, "output_shape", nd, c->oshape);
+        zt_ints (&t, "output_shape", nd, c->oshape);
     }
     if (c->auto_pad) {
-        tn_str (&t, "auto_pad", c->auto_pad);
+        zt_str (&t, "auto_pad", c->auto_pad);
     }
     zi_tensor_t *in[] = {x, w, b}, *out[1];
-    int rc = tn_run (&t, in, out, NULL);
+    int rc = zt_run (&t, in, out, NULL);
     cr_assert_eq (rc, 0, "ConvTranspose failed: %s", t.err);
     int64_t ys[5] = {c->N, M};
     for (int i = 0; i < nd; i++) {
         ys[2 + i] = c->out[i];
     }
-    expect_shape (out[0], nd + 2, ys);
+    zt_expect_shape (out[0], nd + 2, ys);
     //  The reference's "in" is X's grid and "out" Y's.
-    tgeom_t g = mkgeom (nd, c->in, c->k, c->s[0] ? c->s : NULL,
+    zt_geom_t g = zt_geom (nd, c->in, c->k, c->s[0] ? c->s : NULL,
                         c->d[0] ? c->d : NULL, c->pb, c->out);
     double *want = ref_convt (x, w, b, c->group, &g);
     expect_close (out[0]->data, want, zi_tensor_count (out[0]),
                   "ConvTranspose");
     free (want);
-    free_outs (out, 1);
+    zt_free_outs (out, 1);
     zi_tensor_destroy (&x);
     zi_tensor_destroy (&w);
     zi_tensor_destroy (&b);
@@ -1185,12 +922,12 @@ Test (ops_nn, convtranspose_onnx_basic)
     for (int i = 0; i < 18; i++) {
         wv[i] = 1.0f;
     }
-    zi_tensor_t *x = vals_tensor (INTS (1, 1, 3, 3), xv);
-    zi_tensor_t *w = vals_tensor (INTS (1, 2, 3, 3), wv);
-    tnode_t t;
-    tn_init (&t, "ConvTranspose", 2, 1);
+    zi_tensor_t *x = zt_tensor_of (ZI_DT_F32, INTS (1, 1, 3, 3), xv);
+    zi_tensor_t *w = zt_tensor_of (ZI_DT_F32, INTS (1, 2, 3, 3), wv);
+    zt_node_t t;
+    zt_node_init (&t, "ConvTranspose", 2, 1);
     zi_tensor_t *in[] = {x, w}, *out[1];
-    cr_assert_eq (tn_run (&t, in, out, NULL), 0, "%s", t.err);
+    cr_assert_eq (zt_run (&t, in, out, NULL), 0, "%s", t.err);
     EXPECT_SHAPE (out[0], 1, 2, 5, 5);
     static const double plane[] = {
         0, 1, 3, 3, 2, 3, 8, 15, 12, 7, 9, 21, 36, 27, 15,
@@ -1201,7 +938,7 @@ Test (ops_nn, convtranspose_onnx_basic)
         want[i] = plane[i % 25];
     }
     expect_close (out[0]->data, want, 50, "convtranspose");
-    free_outs (out, 1);
+    zt_free_outs (out, 1);
     zi_tensor_destroy (&x);
     zi_tensor_destroy (&w);
 }
@@ -1248,22 +985,22 @@ Test (ops_nn, convtranspose_attributes)
 
 Test (ops_nn, convtranspose_rejects_bad_models)
 {
-    tnode_t t;
+    zt_node_t t;
     zi_tensor_t *out[1];
     zi_tensor_t *x = RT (1, 2, 3, 3), *w = RT (3, 2, 3, 3);
-    tn_init (&t, "ConvTranspose", 2, 1);
+    zt_node_init (&t, "ConvTranspose", 2, 1);
     zi_tensor_t *in[] = {x, w};
-    cr_assert_eq (tn_run (&t, in, out, NULL), ZI_ERR_SHAPE);
-    free_outs (out, 1);
+    cr_assert_eq (zt_run (&t, in, out, NULL), ZI_ERR_SHAPE);
+    zt_free_outs (out, 1);
     zi_tensor_t *w2 = RT (2, 2, 3, 3), *in2[] = {x, w2};
-    tn_init (&t, "ConvTranspose", 2, 1);
-    tn_ints (&t, "pads", INTS (4, 4, 4, 4));   //  crops more than exists
-    cr_assert_eq (tn_run (&t, in2, out, NULL), ZI_ERR_SHAPE, "%s", t.err);
-    free_outs (out, 1);
-    tn_init (&t, "ConvTranspose", 2, 1);
-    tn_ints (&t, "output_shape", INTS (5, 5, 5));
-    cr_assert_eq (tn_run (&t, in2, out, NULL), ZI_ERR_SHAPE, "%s", t.err);
-    free_outs (out, 1);
+    zt_node_init (&t, "ConvTranspose", 2, 1);
+    zt_ints (&t, "pads", INTS (4, 4, 4, 4));   //  crops more than exists
+    cr_assert_eq (zt_run (&t, in2, out, NULL), ZI_ERR_SHAPE, "%s", t.err);
+    zt_free_outs (out, 1);
+    zt_node_init (&t, "ConvTranspose", 2, 1);
+    zt_ints (&t, "output_shape", INTS (5, 5, 5));
+    cr_assert_eq (zt_run (&t, in2, out, NULL), ZI_ERR_SHAPE, "%s", t.err);
+    zt_free_outs (out, 1);
     zi_tensor_destroy (&x);
     zi_tensor_destroy (&w);
     zi_tensor_destroy (&w2);
@@ -1299,17 +1036,17 @@ ref_pool (const zi_tensor_t *x, const tpool_t *p, bool max, int64_t *argmax)
     }
     int64_t planes = p->N * p->C, isz = in[0] * in[1] * in[2];
     int64_t osz = out[0] * out[1] * out[2];
-    double *y = dalloc (planes * osz);
+    double *y = zt_dalloc (planes * osz);
     const float *X = x->data;
     int64_t ksz = k[0] * k[1] * k[2];
     for (int64_t oi = 0; oi < planes * osz; oi++) {
         int64_t pl = oi / osz, o0, o1, o2;
-        split3 (oi % osz, out, &o0, &o1, &o2);
+        zt_split3 (oi % osz, out, &o0, &o1, &o2);
         double acc = max ? -INFINITY : 0.0;
         int64_t cnt = 0, cntpad = 0, best = -1;
         for (int64_t t = 0; t < ksz; t++) {
             int64_t k0, k1, k2;
-            split3 (t, k, &k0, &k1, &k2);
+            zt_split3 (t, k, &k0, &k1, &k2);
             int64_t i0 = o0 * s[0] - pb[0] + k0 * d[0];
             int64_t i1 = o1 * s[1] - pb[1] + k1 * d[1];
             int64_t i2 = o2 * s[2] - pb[2] + k2 * d[2];
@@ -1357,43 +1094,43 @@ check_pool (const tpool_t *p)
     for (int i = 0; i < nd; i++) {
         xs[2 + i] = p->in[i];
     }
-    zi_tensor_t *x = rand_tensor (nd + 2, xs);
-    tnode_t t;
-    tn_init (&t, p->op, 1, max ? 2 : 1);
-    tn_ints (&t, "kernel_shape", nd, p->k);
+    zi_tensor_t *x = zt_lcg_tensor (&s_seed, nd + 2, xs);
+    zt_node_t t;
+    zt_node_init (&t, p->op, 1, max ? 2 : 1);
+    zt_ints (&t, "kernel_shape", nd, p->k);
     if (p->s[0]) {
-        tn_ints (&t, "strides", nd, p->s);
+        zt_ints (&t, "strides", nd, p->s);
     }
     if (p->d[0]) {
-        tn_ints (&t, "dilations", nd, p->d);
+        zt_ints (&t, "dilations", nd, p->d);
     }
     if (p->pads[0] || p->pads[1] || p->pads[nd] || p->pads[nd + 1]) {
-        tn_ints (&t, "pads", 2 * nd, p->pads);
+        zt_ints (&t, "pads", 2 * nd, p->pads);
     }
     if (p->auto_pad) {
-        tn_str (&t, "auto_pad", p->auto_pad);
+        zt_str (&t, "auto_pad", p->auto_pad);
     }
     if (p->ceil) {
-        tn_int (&t, "ceil_mode", 1);
+        zt_int (&t, "ceil_mode", 1);
     }
     if (p->include_pad) {
-        tn_int (&t, "count_include_pad", 1);
+        zt_int (&t, "count_include_pad", 1);
     }
     zi_tensor_t *in[] = {x}, *out[2];
     bool want_out[] = {true, max};
-    int rc = tn_run (&t, in, out, want_out);
+    int rc = zt_run (&t, in, out, want_out);
     cr_assert_eq (rc, 0, "%s failed: %s", p->op, t.err);
     int64_t ys[5] = {p->N, p->C};
     for (int i = 0; i < nd; i++) {
         ys[2 + i] = p->out[i];
     }
-    expect_shape (out[0], nd + 2, ys);
+    zt_expect_shape (out[0], nd + 2, ys);
     int64_t n = zi_tensor_count (out[0]);
     int64_t *argmax = (int64_t *) calloc ((size_t) n + 1, sizeof *argmax);
     double *want = ref_pool (x, p, max, argmax);
     expect_close (out[0]->data, want, n, p->op);
     if (max) {
-        expect_shape (out[1], nd + 2, ys);
+        zt_expect_shape (out[1], nd + 2, ys);
         cr_assert_eq (out[1]->dtype, ZI_DT_I64);
         for (int64_t i = 0; i < n; i++) {
             cr_assert_eq (((int64_t *) out[1]->data)[i], argmax[i],
@@ -1402,7 +1139,7 @@ check_pool (const tpool_t *p)
     }
     free (argmax);
     free (want);
-    free_outs (out, max ? 2 : 1);
+    zt_free_outs (out, max ? 2 : 1);
     zi_tensor_destroy (&x);
 }
 
@@ -1413,18 +1150,18 @@ Test (ops_nn, maxpool_onnx_ceil)
     for (int i = 0; i < 16; i++) {
         xv[i] = (float) (i + 1);
     }
-    zi_tensor_t *x = vals_tensor (INTS (1, 1, 4, 4), xv);
-    tnode_t t;
-    tn_init (&t, "MaxPool", 1, 1);
-    tn_ints (&t, "kernel_shape", INTS (3, 3));
-    tn_ints (&t, "strides", INTS (2, 2));
-    tn_int (&t, "ceil_mode", 1);
+    zi_tensor_t *x = zt_tensor_of (ZI_DT_F32, INTS (1, 1, 4, 4), xv);
+    zt_node_t t;
+    zt_node_init (&t, "MaxPool", 1, 1);
+    zt_ints (&t, "kernel_shape", INTS (3, 3));
+    zt_ints (&t, "strides", INTS (2, 2));
+    zt_int (&t, "ceil_mode", 1);
     zi_tensor_t *in[] = {x}, *out[1];
-    cr_assert_eq (tn_run (&t, in, out, NULL), 0, "%s", t.err);
+    cr_assert_eq (zt_run (&t, in, out, NULL), 0, "%s", t.err);
     EXPECT_SHAPE (out[0], 1, 1, 2, 2);
     double want[] = {11, 12, 15, 16};
     expect_close (out[0]->data, want, 4, "maxpool_2d_ceil");
-    free_outs (out, 1);
+    zt_free_outs (out, 1);
     zi_tensor_destroy (&x);
 }
 
@@ -1492,26 +1229,26 @@ Test (ops_nn, maxpool_indices_storage_order)
     for (int i = 0; i < 25; i++) {
         xv[i] = (float) (i + 1);
     }
-    zi_tensor_t *x = vals_tensor (INTS (1, 1, 5, 5), xv);
-    tnode_t t;
-    tn_init (&t, "MaxPool", 1, 2);
-    tn_ints (&t, "kernel_shape", INTS (2, 2));
-    tn_ints (&t, "strides", INTS (2, 2));
-    tn_int (&t, "storage_order", 1);
+    zi_tensor_t *x = zt_tensor_of (ZI_DT_F32, INTS (1, 1, 5, 5), xv);
+    zt_node_t t;
+    zt_node_init (&t, "MaxPool", 1, 2);
+    zt_ints (&t, "kernel_shape", INTS (2, 2));
+    zt_ints (&t, "strides", INTS (2, 2));
+    zt_int (&t, "storage_order", 1);
     zi_tensor_t *in[] = {x}, *out[2];
-    cr_assert_eq (tn_run (&t, in, out, NULL), 0, "%s", t.err);
+    cr_assert_eq (zt_run (&t, in, out, NULL), 0, "%s", t.err);
     double want[] = {7, 9, 17, 19};
     expect_close (out[0]->data, want, 4, "values");
     int64_t wi[] = {6, 16, 8, 18};
     for (int i = 0; i < 4; i++) {
         cr_assert_eq (((int64_t *) out[1]->data)[i], wi[i]);
     }
-    free_outs (out, 2);
-    tn_init (&t, "MaxPool", 1, 2);
-    tn_ints (&t, "kernel_shape", INTS (2, 2));
-    tn_int (&t, "storage_order", 2);
-    cr_assert_eq (tn_run (&t, in, out, NULL), ZI_ERR_MALFORMED);
-    free_outs (out, 2);
+    zt_free_outs (out, 2);
+    zt_node_init (&t, "MaxPool", 1, 2);
+    zt_ints (&t, "kernel_shape", INTS (2, 2));
+    zt_int (&t, "storage_order", 2);
+    cr_assert_eq (zt_run (&t, in, out, NULL), ZI_ERR_MALFORMED);
+    zt_free_outs (out, 2);
     zi_tensor_destroy (&x);
 }
 
@@ -1520,38 +1257,38 @@ Test (ops_nn, maxpool_uint8)
     uint8_t xv[] = {1, 200, 3, 4, 5, 6, 7, 8, 250};
     zi_tensor_t *x = zi_tensor_new (ZI_DT_U8, 4, (int64_t[]){1, 1, 3, 3});
     memcpy (x->data, xv, 9);
-    tnode_t t;
-    tn_init (&t, "MaxPool", 1, 1);
-    tn_ints (&t, "kernel_shape", INTS (2, 2));
+    zt_node_t t;
+    zt_node_init (&t, "MaxPool", 1, 1);
+    zt_ints (&t, "kernel_shape", INTS (2, 2));
     zi_tensor_t *in[] = {x}, *out[1];
-    cr_assert_eq (tn_run (&t, in, out, NULL), 0, "%s", t.err);
+    cr_assert_eq (zt_run (&t, in, out, NULL), 0, "%s", t.err);
     cr_assert_eq (out[0]->dtype, ZI_DT_U8);
     uint8_t want[] = {200, 200, 8, 250};
     cr_assert_arr_eq (out[0]->data, want, 4);
-    free_outs (out, 1);
+    zt_free_outs (out, 1);
     zi_tensor_destroy (&x);
 }
 
 Test (ops_nn, pools_reject_bad_models)
 {
     zi_tensor_t *x = RT (1, 1, 4, 4), *in[] = {x}, *out[2];
-    tnode_t t;
-    tn_init (&t, "MaxPool", 1, 1);      //  no kernel_shape
-    cr_assert_eq (tn_run (&t, in, out, NULL), ZI_ERR_MALFORMED);
-    free_outs (out, 1);
-    tn_init (&t, "AveragePool", 1, 1);
-    tn_ints (&t, "kernel_shape", INTS (5, 5));   //  larger than the input
-    cr_assert_eq (tn_run (&t, in, out, NULL), ZI_ERR_SHAPE, "%s", t.err);
-    free_outs (out, 1);
-    tn_init (&t, "AveragePool", 1, 1);
-    tn_ints (&t, "kernel_shape", INTS (2, 2, 2));  //  wrong count
-    cr_assert_eq (tn_run (&t, in, out, NULL), ZI_ERR_SHAPE, "%s", t.err);
-    free_outs (out, 1);
+    zt_node_t t;
+    zt_node_init (&t, "MaxPool", 1, 1);      //  no kernel_shape
+    cr_assert_eq (zt_run (&t, in, out, NULL), ZI_ERR_MALFORMED);
+    zt_free_outs (out, 1);
+    zt_node_init (&t, "AveragePool", 1, 1);
+    zt_ints (&t, "kernel_shape", INTS (5, 5));   //  larger than the input
+    cr_assert_eq (zt_run (&t, in, out, NULL), ZI_ERR_SHAPE, "%s", t.err);
+    zt_free_outs (out, 1);
+    zt_node_init (&t, "AveragePool", 1, 1);
+    zt_ints (&t, "kernel_shape", INTS (2, 2, 2));  //  wrong count
+    cr_assert_eq (zt_run (&t, in, out, NULL), ZI_ERR_SHAPE, "%s", t.err);
+    zt_free_outs (out, 1);
     zi_tensor_t *x2 = RT (4, 4), *in2[] = {x2};
-    tn_init (&t, "MaxPool", 1, 1);
-    tn_ints (&t, "kernel_shape", INTS (2));
-    cr_assert_eq (tn_run (&t, in2, out, NULL), ZI_ERR_UNSUPPORTED);
-    free_outs (out, 1);
+    zt_node_init (&t, "MaxPool", 1, 1);
+    zt_ints (&t, "kernel_shape", INTS (2));
+    cr_assert_eq (zt_run (&t, in2, out, NULL), ZI_ERR_UNSUPPORTED);
+    zt_free_outs (out, 1);
     zi_tensor_destroy (&x);
     zi_tensor_destroy (&x2);
 }
@@ -1561,9 +1298,9 @@ Test (ops_nn, global_pools)
     zi_tensor_t *x = RT (2, 3, 4, 5), *in[] = {x}, *out[1];
     const float *X = x->data;
     for (int mx = 0; mx < 2; mx++) {
-        tnode_t t;
-        tn_init (&t, mx ? "GlobalMaxPool" : "GlobalAveragePool", 1, 1);
-        cr_assert_eq (tn_run (&t, in, out, NULL), 0, "%s", t.err);
+        zt_node_t t;
+        zt_node_init (&t, mx ? "GlobalMaxPool" : "GlobalAveragePool", 1, 1);
+        cr_assert_eq (zt_run (&t, in, out, NULL), 0, "%s", t.err);
         EXPECT_SHAPE (out[0], 2, 3, 1, 1);
         double want[6];
         for (int p = 0; p < 6; p++) {
@@ -1575,14 +1312,14 @@ Test (ops_nn, global_pools)
             want[p] = mx ? acc : acc / 20;
         }
         expect_close (out[0]->data, want, 6, t.node.op_type);
-        free_outs (out, 1);
+        zt_free_outs (out, 1);
     }
     zi_tensor_t *x3 = RT (1, 2, 7), *in3[] = {x3};
-    tnode_t t;
-    tn_init (&t, "GlobalAveragePool", 1, 1);
-    cr_assert_eq (tn_run (&t, in3, out, NULL), 0);
+    zt_node_t t;
+    zt_node_init (&t, "GlobalAveragePool", 1, 1);
+    cr_assert_eq (zt_run (&t, in3, out, NULL), 0);
     EXPECT_SHAPE (out[0], 1, 2, 1);
-    free_outs (out, 1);
+    zt_free_outs (out, 1);
     zi_tensor_destroy (&x);
     zi_tensor_destroy (&x3);
 }
@@ -1590,15 +1327,15 @@ Test (ops_nn, global_pools)
 Test (ops_nn, lrn)
 {
     zi_tensor_t *x = RT (2, 7, 3, 4), *in[] = {x}, *out[1];
-    tnode_t t;
-    tn_init (&t, "LRN", 1, 1);
-    tn_int (&t, "size", 4);
-    tn_float (&t, "alpha", 0.02f);
-    tn_float (&t, "beta", 0.6f);
-    tn_float (&t, "bias", 1.5f);
-    cr_assert_eq (tn_run (&t, in, out, NULL), 0, "%s", t.err);
+    zt_node_t t;
+    zt_node_init (&t, "LRN", 1, 1);
+    zt_int (&t, "size", 4);
+    zt_float (&t, "alpha", 0.02f);
+    zt_float (&t, "beta", 0.6f);
+    zt_float (&t, "bias", 1.5f);
+    cr_assert_eq (zt_run (&t, in, out, NULL), 0, "%s", t.err);
     const float *X = x->data;
-    double *want = dalloc (2 * 7 * 12);
+    double *want = zt_dalloc (2 * 7 * 12);
     for (int n = 0; n < 2; n++) {
         for (int c = 0; c < 7; c++) {
             for (int i = 0; i < 12; i++) {
@@ -1618,10 +1355,10 @@ Test (ops_nn, lrn)
     }
     expect_close (out[0]->data, want, 2 * 7 * 12, "LRN");
     free (want);
-    free_outs (out, 1);
-    tn_init (&t, "LRN", 1, 1);  //  size is required
-    cr_assert_eq (tn_run (&t, in, out, NULL), ZI_ERR_MALFORMED);
-    free_outs (out, 1);
+    zt_free_outs (out, 1);
+    zt_node_init (&t, "LRN", 1, 1);  //  size is required
+    cr_assert_eq (zt_run (&t, in, out, NULL), ZI_ERR_MALFORMED);
+    zt_free_outs (out, 1);
     zi_tensor_destroy (&x);
 }
 
@@ -1634,11 +1371,11 @@ Test (ops_nn, batchnorm_inference)
     for (int i = 0; i < 3; i++) {
         ((float *) var->data)[i] = fabsf (((float *) var->data)[i]) + 0.1f;
     }
-    tnode_t t;
-    tn_init (&t, "BatchNormalization", 5, 1);
-    tn_float (&t, "epsilon", 1e-2f);
+    zt_node_t t;
+    zt_node_init (&t, "BatchNormalization", 5, 1);
+    zt_float (&t, "epsilon", 1e-2f);
     zi_tensor_t *in[] = {x, sc, b, mu, var}, *out[1];
-    cr_assert_eq (tn_run (&t, in, out, NULL), 0, "%s", t.err);
+    cr_assert_eq (zt_run (&t, in, out, NULL), 0, "%s", t.err);
     EXPECT_SHAPE (out[0], 2, 3, 4, 5);
     double want[120];
     const float *X = x->data, *S = sc->data, *B = b->data, *M = mu->data;
@@ -1648,26 +1385,26 @@ Test (ops_nn, batchnorm_inference)
         want[i] = (X[i] - M[c]) / sqrt (V[c] + 1e-2) * S[c] + B[c];
     }
     expect_close (out[0]->data, want, 120, "BatchNormalization");
-    free_outs (out, 1);
+    zt_free_outs (out, 1);
     //  rank-2 input (N, C)
     zi_tensor_t *x2 = RT (4, 3), *in2[] = {x2, sc, b, mu, var};
-    cr_assert_eq (tn_run (&t, in2, out, NULL), 0, "%s", t.err);
-    free_outs (out, 1);
+    cr_assert_eq (zt_run (&t, in2, out, NULL), 0, "%s", t.err);
+    zt_free_outs (out, 1);
     //  training_mode is rejected at load time, as are training outputs
-    tn_init (&t, "BatchNormalization", 5, 1);
-    tn_int (&t, "training_mode", 1);
-    cr_assert_eq (tn_run (&t, in, out, NULL), ZI_ERR_UNSUPPORTED);
+    zt_node_init (&t, "BatchNormalization", 5, 1);
+    zt_int (&t, "training_mode", 1);
+    cr_assert_eq (zt_run (&t, in, out, NULL), ZI_ERR_UNSUPPORTED);
     cr_assert (strstr (t.err, "training_mode"), "%s", t.err);
-    free_outs (out, 1);
-    tn_init (&t, "BatchNormalization", 5, 3);
+    zt_free_outs (out, 1);
+    zt_node_init (&t, "BatchNormalization", 5, 3);
     zi_tensor_t *out3[3];
-    cr_assert_eq (tn_run (&t, in, out3, NULL), ZI_ERR_UNSUPPORTED);
-    free_outs (out3, 3);
+    cr_assert_eq (zt_run (&t, in, out3, NULL), ZI_ERR_UNSUPPORTED);
+    zt_free_outs (out3, 3);
     //  statistics of the wrong length
     zi_tensor_t *bad = RT (4), *in4[] = {x, sc, b, bad, var};
-    tn_init (&t, "BatchNormalization", 5, 1);
-    cr_assert_eq (tn_run (&t, in4, out, NULL), ZI_ERR_SHAPE);
-    free_outs (out, 1);
+    zt_node_init (&t, "BatchNormalization", 5, 1);
+    cr_assert_eq (zt_run (&t, in4, out, NULL), ZI_ERR_SHAPE);
+    zt_free_outs (out, 1);
     zi_tensor_t *tensors[] = {x, sc, b, mu, var, x2, bad};
     for (int i = 0; i < 7; i++) {
         zi_tensor_destroy (&tensors[i]);
@@ -1677,11 +1414,11 @@ Test (ops_nn, batchnorm_inference)
 Test (ops_nn, instancenorm)
 {
     zi_tensor_t *x = RT (2, 3, 4, 5), *sc = RT (3), *b = RT (3);
-    tnode_t t;
-    tn_init (&t, "InstanceNormalization", 3, 1);
-    tn_float (&t, "epsilon", 1e-3f);
+    zt_node_t t;
+    zt_node_init (&t, "InstanceNormalization", 3, 1);
+    zt_float (&t, "epsilon", 1e-3f);
     zi_tensor_t *in[] = {x, sc, b}, *out[1];
-    cr_assert_eq (tn_run (&t, in, out, NULL), 0, "%s", t.err);
+    cr_assert_eq (zt_run (&t, in, out, NULL), 0, "%s", t.err);
     double want[120];
     const float *X = x->data, *S = sc->data, *B = b->data;
     for (int p = 0; p < 6; p++) {
@@ -1700,7 +1437,7 @@ Test (ops_nn, instancenorm)
         }
     }
     expect_close (out[0]->data, want, 120, "InstanceNormalization");
-    free_outs (out, 1);
+    zt_free_outs (out, 1);
     zi_tensor_destroy (&x);
     zi_tensor_destroy (&sc);
     zi_tensor_destroy (&b);
@@ -1710,22 +1447,22 @@ static void
 check_layernorm (int rank, const int64_t *shape, int64_t axis, int srank,
                  const int64_t *sshape, bool bias, bool stats)
 {
-    zi_tensor_t *x = rand_tensor (rank, shape);
-    zi_tensor_t *sc = rand_tensor (srank, sshape);
-    zi_tensor_t *b = bias ? rand_tensor (srank, sshape) : NULL;
-    tnode_t t;
-    tn_init (&t, "LayerNormalization", bias ? 3 : 2, stats ? 3 : 1);
-    tn_int (&t, "axis", axis);
-    tn_float (&t, "epsilon", 1e-3f);
+    zi_tensor_t *x = zt_lcg_tensor (&s_seed, rank, shape);
+    zi_tensor_t *sc = zt_lcg_tensor (&s_seed, srank, sshape);
+    zi_tensor_t *b = bias ? zt_lcg_tensor (&s_seed, srank, sshape) : NULL;
+    zt_node_t t;
+    zt_node_init (&t, "LayerNormalization", bias ? 3 : 2, stats ? 3 : 1);
+    zt_int (&t, "axis", axis);
+    zt_float (&t, "epsilon", 1e-3f);
     zi_tensor_t *in[] = {x, sc, b}, *out[3];
-    cr_assert_eq (tn_run (&t, in, out, NULL), 0, "%s", t.err);
+    cr_assert_eq (zt_run (&t, in, out, NULL), 0, "%s", t.err);
     int ax = (int) (axis < 0 ? axis + rank : axis);
     int64_t outer = 1, inner = 1;
     for (int i = 0; i < rank; i++) {
         *(i < ax ? &outer : &inner) *= shape[i];
     }
     //  scale / bias broadcast over the normalised dims
-    double *S = dalloc (inner), *B = dalloc (inner);
+    double *S = zt_dalloc (inner), *B = zt_dalloc (inner);
     for (int64_t i = 0; i < inner; i++) {
         int64_t rem = i, si = 0, stride = 1;
         for (int d = rank - 1; d >= ax; d--) {
@@ -1740,8 +1477,8 @@ check_layernorm (int rank, const int64_t *shape, int64_t axis, int srank,
         S[i] = ((float *) sc->data)[si];
         B[i] = b ? ((float *) b->data)[si] : 0.0;
     }
-    double *want = dalloc (outer * inner), *wm = dalloc (outer);
-    double *wi = dalloc (outer);
+    double *want = zt_dalloc (outer * inner), *wm = zt_dalloc (outer);
+    double *wi = zt_dalloc (outer);
     const float *X = x->data;
     for (int64_t o = 0; o < outer; o++) {
         double m = 0, v = 0;
@@ -1765,8 +1502,8 @@ check_layernorm (int rank, const int64_t *shape, int64_t axis, int srank,
         for (int i = 0; i < rank; i++) {
             ss[i] = i < ax ? shape[i] : 1;
         }
-        expect_shape (out[1], rank, ss);
-        expect_shape (out[2], rank, ss);
+        zt_expect_shape (out[1], rank, ss);
+        zt_expect_shape (out[2], rank, ss);
         expect_close (out[1]->data, wm, outer, "Mean");
         expect_close (out[2]->data, wi, outer, "InvStdDev");
     }
@@ -1775,7 +1512,7 @@ check_layernorm (int rank, const int64_t *shape, int64_t axis, int srank,
     free (want);
     free (wm);
     free (wi);
-    free_outs (out, stats ? 3 : 1);
+    zt_free_outs (out, stats ? 3 : 1);
     zi_tensor_destroy (&x);
     zi_tensor_destroy (&sc);
     zi_tensor_destroy (&b);
@@ -1795,14 +1532,14 @@ Test (ops_nn, layernorm_rejects_bad_inputs)
 {
     zi_tensor_t *x = RT (2, 3, 4), *sc = RT (3), *out[1];
     zi_tensor_t *in[] = {x, sc};
-    tnode_t t;
-    tn_init (&t, "LayerNormalization", 2, 1);
-    cr_assert_eq (tn_run (&t, in, out, NULL), ZI_ERR_SHAPE);  //  4 != 3
-    free_outs (out, 1);
-    tn_init (&t, "LayerNormalization", 2, 1);
-    tn_int (&t, "axis", 3);
-    cr_assert_eq (tn_run (&t, in, out, NULL), ZI_ERR_INVALID);
-    free_outs (out, 1);
+    zt_node_t t;
+    zt_node_init (&t, "LayerNormalization", 2, 1);
+    cr_assert_eq (zt_run (&t, in, out, NULL), ZI_ERR_SHAPE);  //  4 != 3
+    zt_free_outs (out, 1);
+    zt_node_init (&t, "LayerNormalization", 2, 1);
+    zt_int (&t, "axis", 3);
+    cr_assert_eq (zt_run (&t, in, out, NULL), ZI_ERR_INVALID);
+    zt_free_outs (out, 1);
     zi_tensor_destroy (&x);
     zi_tensor_destroy (&sc);
 }
@@ -1818,7 +1555,7 @@ ref_softmax (const zi_tensor_t *x, int a0, int a1, bool logsm)
     for (int i = 0; i < x->rank; i++) {
         *(i < a0 ? &outer : i < a1 ? &n : &inner) *= x->ne[i];
     }
-    double *y = dalloc (outer * n * inner);
+    double *y = zt_dalloc (outer * n * inner);
     const float *X = x->data;
     for (int64_t o = 0; o < outer; o++) {
         for (int64_t i = 0; i < inner; i++) {
@@ -1847,21 +1584,21 @@ check_softmax (const char *op, int opset, bool has_axis, int64_t axis,
     for (int64_t i = 0; i < zi_tensor_count (x); i++) {
         X[i] *= scale;
     }
-    tnode_t t;
-    tn_init (&t, op, 1, 1);
-    tn_int (&t, "__opset", opset);
+    zt_node_t t;
+    zt_node_init (&t, op, 1, 1);
+    zt_int (&t, "__opset", opset);
     if (has_axis) {
-        tn_int (&t, "axis", axis);
+        zt_int (&t, "axis", axis);
     }
     zi_tensor_t *in[] = {x}, *out[1];
-    cr_assert_eq (tn_run (&t, in, out, NULL), 0, "%s", t.err);
+    cr_assert_eq (zt_run (&t, in, out, NULL), 0, "%s", t.err);
     int64_t a = has_axis ? axis : opset < 13 ? 1 : -1;
     int a0 = (int) (a < 0 ? a + x->rank : a);
     int a1 = opset < 13 ? x->rank : a0 + 1;
     double *want = ref_softmax (x, a0, a1, strcmp (op, "LogSoftmax") == 0);
     expect_close (out[0]->data, want, zi_tensor_count (x), op);
     free (want);
-    free_outs (out, 1);
+    zt_free_outs (out, 1);
     zi_tensor_destroy (&x);
 }
 
@@ -1894,16 +1631,16 @@ Test (ops_nn, softmax_scalar_and_errors)
 {
     zi_tensor_t *x = zi_tensor_new (ZI_DT_F32, 0, NULL), *in[] = {x}, *out[1];
     ((float *) x->data)[0] = 3.0f;
-    tnode_t t;
-    tn_init (&t, "Softmax", 1, 1);
-    cr_assert_eq (tn_run (&t, in, out, NULL), 0, "%s", t.err);
+    zt_node_t t;
+    zt_node_init (&t, "Softmax", 1, 1);
+    cr_assert_eq (zt_run (&t, in, out, NULL), 0, "%s", t.err);
     cr_assert_float_eq (((float *) out[0]->data)[0], 1.0f, 1e-6);
-    free_outs (out, 1);
+    zt_free_outs (out, 1);
     zi_tensor_t *x2 = RT (3, 4), *in2[] = {x2};
-    tn_init (&t, "Softmax", 1, 1);
-    tn_int (&t, "axis", 2);
-    cr_assert_eq (tn_run (&t, in2, out, NULL), ZI_ERR_INVALID);
-    free_outs (out, 1);
+    zt_node_init (&t, "Softmax", 1, 1);
+    zt_int (&t, "axis", 2);
+    cr_assert_eq (zt_run (&t, in2, out, NULL), ZI_ERR_INVALID);
+    zt_free_outs (out, 1);
     zi_tensor_destroy (&x);
     zi_tensor_destroy (&x2);
 }
@@ -1912,26 +1649,26 @@ Test (ops_nn, hardmax_first_maximum)
 {
     //  ties: the first maximum wins; opset 13 axis 0 vs opset 11 coercion
     float xv[] = {1, 3, 3, 0, 2, 5, 5, 1};
-    zi_tensor_t *x = vals_tensor (INTS (2, 4), xv), *in[] = {x}, *out[1];
-    tnode_t t;
-    tn_init (&t, "Hardmax", 1, 1);
-    cr_assert_eq (tn_run (&t, in, out, NULL), 0, "%s", t.err);
+    zi_tensor_t *x = zt_tensor_of (ZI_DT_F32, INTS (2, 4), xv), *in[] = {x}, *out[1];
+    zt_node_t t;
+    zt_node_init (&t, "Hardmax", 1, 1);
+    cr_assert_eq (zt_run (&t, in, out, NULL), 0, "%s", t.err);
     double want[] = {0, 1, 0, 0, 0, 1, 0, 0};
     expect_close (out[0]->data, want, 8, "Hardmax axis -1");
-    free_outs (out, 1);
-    tn_init (&t, "Hardmax", 1, 1);
-    tn_int (&t, "axis", 0);
-    cr_assert_eq (tn_run (&t, in, out, NULL), 0, "%s", t.err);
+    zt_free_outs (out, 1);
+    zt_node_init (&t, "Hardmax", 1, 1);
+    zt_int (&t, "axis", 0);
+    cr_assert_eq (zt_run (&t, in, out, NULL), 0, "%s", t.err);
     double want0[] = {0, 0, 0, 0, 1, 1, 1, 1};
     expect_close (out[0]->data, want0, 8, "Hardmax axis 0");
-    free_outs (out, 1);
-    tn_init (&t, "Hardmax", 1, 1);
-    tn_int (&t, "__opset", 11);
-    tn_int (&t, "axis", 0);     //  whole tensor is one row
-    cr_assert_eq (tn_run (&t, in, out, NULL), 0, "%s", t.err);
+    zt_free_outs (out, 1);
+    zt_node_init (&t, "Hardmax", 1, 1);
+    zt_int (&t, "__opset", 11);
+    zt_int (&t, "axis", 0);     //  whole tensor is one row
+    cr_assert_eq (zt_run (&t, in, out, NULL), 0, "%s", t.err);
     double wantc[] = {0, 0, 0, 0, 0, 1, 0, 0};
     expect_close (out[0]->data, wantc, 8, "Hardmax opset 11");
-    free_outs (out, 1);
+    zt_free_outs (out, 1);
     zi_tensor_destroy (&x);
 }
 
@@ -1940,12 +1677,12 @@ Test (ops_nn, hardmax_first_maximum)
 static void
 check_prelu (zi_tensor_t *x, zi_tensor_t *slope)
 {
-    tnode_t t;
-    tn_init (&t, "PRelu", 2, 1);
+    zt_node_t t;
+    zt_node_init (&t, "PRelu", 2, 1);
     zi_tensor_t *in[] = {x, slope}, *out[1];
-    cr_assert_eq (tn_run (&t, in, out, NULL), 0, "%s", t.err);
+    cr_assert_eq (zt_run (&t, in, out, NULL), 0, "%s", t.err);
     int64_t n = zi_tensor_count (x);
-    double *want = dalloc (n);
+    double *want = zt_dalloc (n);
     const float *X = x->data, *S = slope->data;
     for (int64_t i = 0; i < n; i++) {
         //  slope index by broadcasting i's coordinates
@@ -1963,7 +1700,7 @@ check_prelu (zi_tensor_t *x, zi_tensor_t *slope)
     }
     expect_close (out[0]->data, want, n, "PRelu");
     free (want);
-    free_outs (out, 1);
+    zt_free_outs (out, 1);
     zi_tensor_destroy (&x);
     zi_tensor_destroy (&slope);
 }
@@ -1976,10 +1713,10 @@ Test (ops_nn, prelu_broadcasts)
     check_prelu (RT (2, 3, 4, 5), RT (1));
     check_prelu (RT (2, 3, 4, 5), RT (3, 1, 5));
     zi_tensor_t *x = RT (2, 3), *s = RT (4), *in[] = {x, s}, *out[1];
-    tnode_t t;
-    tn_init (&t, "PRelu", 2, 1);
-    cr_assert_eq (tn_run (&t, in, out, NULL), ZI_ERR_SHAPE);
-    free_outs (out, 1);
+    zt_node_t t;
+    zt_node_init (&t, "PRelu", 2, 1);
+    cr_assert_eq (zt_run (&t, in, out, NULL), ZI_ERR_SHAPE);
+    zt_free_outs (out, 1);
     zi_tensor_destroy (&x);
     zi_tensor_destroy (&s);
 }
@@ -2007,10 +1744,10 @@ Test (ops_nn, vectorised_exp_matches_libm)
         float *x = (float *) malloc ((size_t) n * sizeof *x);
         float *sh = (float *) malloc ((size_t) n * sizeof *sh);
         float *y = (float *) malloc ((size_t) n * sizeof *y);
-        double *want = dalloc (n), sum = 0.0;
+        double *want = zt_dalloc (n), sum = 0.0;
         for (int64_t i = 0; i < n; i++) {
             x[i] = -80.0f + 160.0f * (float) i / (float) n;
-            sh[i] = frand ();
+            sh[i] = zt_lcg_frand (&s_seed);
             //  the float argument x - shift is what the kernel exponentiates
             want[i] = exp ((double) (x[i] - 1.5f));
             sum += want[i];
@@ -2044,47 +1781,47 @@ Test (ops_nn, absurd_attributes_fail_cleanly)
     const int64_t big = INT32_MAX;
     zi_tensor_t *x = RT (1, 2, 4, 4), *w = RT (2, 2, 3, 3), *out[2];
     zi_tensor_t *in[] = {x, w};
-    tnode_t t;
-    tn_init (&t, "Conv", 2, 1);
-    tn_ints (&t, "pads", INTS (big, big, big, big));
-    cr_assert_lt (tn_run (&t, in, out, NULL), 0);
-    free_outs (out, 1);
-    tn_init (&t, "Conv", 2, 1);
-    tn_ints (&t, "dilations", INTS (big, 1));
-    cr_assert_eq (tn_run (&t, in, out, NULL), ZI_ERR_SHAPE);
-    free_outs (out, 1);
-    tn_init (&t, "Conv", 2, 1);
-    tn_ints (&t, "strides", INTS (big, big));
-    cr_assert_eq (tn_run (&t, in, out, NULL), 0, "%s", t.err);   //  1x1 out
+    zt_node_t t;
+    zt_node_init (&t, "Conv", 2, 1);
+    zt_ints (&t, "pads", INTS (big, big, big, big));
+    cr_assert_lt (zt_run (&t, in, out, NULL), 0);
+    zt_free_outs (out, 1);
+    zt_node_init (&t, "Conv", 2, 1);
+    zt_ints (&t, "dilations", INTS (big, 1));
+    cr_assert_eq (zt_run (&t, in, out, NULL), ZI_ERR_SHAPE);
+    zt_free_outs (out, 1);
+    zt_node_init (&t, "Conv", 2, 1);
+    zt_ints (&t, "strides", INTS (big, big));
+    cr_assert_eq (zt_run (&t, in, out, NULL), 0, "%s", t.err);   //  1x1 out
     EXPECT_SHAPE (out[0], 1, 2, 1, 1);
-    free_outs (out, 1);
-    tn_init (&t, "Conv", 2, 1);
-    tn_ints (&t, "pads", INTS ((int64_t) 1 << 40, 0, 0, 0));
-    cr_assert_eq (tn_run (&t, in, out, NULL), ZI_ERR_MALFORMED);
-    free_outs (out, 1);
+    zt_free_outs (out, 1);
+    zt_node_init (&t, "Conv", 2, 1);
+    zt_ints (&t, "pads", INTS ((int64_t) 1 << 40, 0, 0, 0));
+    cr_assert_eq (zt_run (&t, in, out, NULL), ZI_ERR_MALFORMED);
+    zt_free_outs (out, 1);
     zi_tensor_t *wt = RT (2, 1, 3, 3), *int_[] = {x, wt};
-    tn_init (&t, "ConvTranspose", 2, 1);
-    tn_ints (&t, "strides", INTS (big, big));
-    cr_assert_lt (tn_run (&t, int_, out, NULL), 0);
-    free_outs (out, 1);
-    tn_init (&t, "ConvTranspose", 2, 1);
-    tn_ints (&t, "output_shape", INTS (big, big));
-    cr_assert_lt (tn_run (&t, int_, out, NULL), 0);
-    free_outs (out, 1);
+    zt_node_init (&t, "ConvTranspose", 2, 1);
+    zt_ints (&t, "strides", INTS (big, big));
+    cr_assert_lt (zt_run (&t, int_, out, NULL), 0);
+    zt_free_outs (out, 1);
+    zt_node_init (&t, "ConvTranspose", 2, 1);
+    zt_ints (&t, "output_shape", INTS (big, big));
+    cr_assert_lt (zt_run (&t, int_, out, NULL), 0);
+    zt_free_outs (out, 1);
     zi_tensor_t *xp[] = {x};
-    tn_init (&t, "MaxPool", 1, 2);
-    tn_ints (&t, "kernel_shape", INTS (2, 2));
-    tn_ints (&t, "pads", INTS (big, big, big, big));  //  2^64 elements
-    cr_assert_lt (tn_run (&t, xp, out, NULL), 0);
-    free_outs (out, 2);
+    zt_node_init (&t, "MaxPool", 1, 2);
+    zt_ints (&t, "kernel_shape", INTS (2, 2));
+    zt_ints (&t, "pads", INTS (big, big, big, big));  //  2^64 elements
+    cr_assert_lt (zt_run (&t, xp, out, NULL), 0);
+    zt_free_outs (out, 2);
     //  an empty batch with huge pads: an empty output, nothing to compute
     zi_tensor_t *x0 = RT (0, 2, 4, 4), *xp0[] = {x0};
-    tn_init (&t, "AveragePool", 1, 1);
-    tn_ints (&t, "kernel_shape", INTS (2, 2));
-    tn_ints (&t, "pads", INTS (0, big, 0, big));
-    cr_assert_eq (tn_run (&t, xp0, out, NULL), 0, "%s", t.err);
+    zt_node_init (&t, "AveragePool", 1, 1);
+    zt_ints (&t, "kernel_shape", INTS (2, 2));
+    zt_ints (&t, "pads", INTS (0, big, 0, big));
+    cr_assert_eq (zt_run (&t, xp0, out, NULL), 0, "%s", t.err);
     cr_assert_eq (zi_tensor_count (out[0]), 0);
-    free_outs (out, 1);
+    zt_free_outs (out, 1);
     zi_tensor_destroy (&x);
     zi_tensor_destroy (&w);
     zi_tensor_destroy (&wt);

@@ -10,149 +10,26 @@
 
 #include "zi_ops.h"
 
-//  A hand-built node ------------------------------------------------------------
+#define ZT_NODE_NAME "r"
+#include "ops_testutil.h"
 
-typedef struct {
-    zi_node_t node;
-    zi_attr_t attr[8];
-    int in_idx[4];
-    int out_idx[4];
-    char err[256];
-} t_node_t;
-
-static void
-t_init (t_node_t *t, const char *op)
-{
-    memset (t, 0, sizeof *t);
-    t->node.name = (char *) "r";
-    t->node.op_type = (char *) op;
-    t->node.domain = (char *) "";
-    t->node.attr = t->attr;
-}
-
-static zi_attr_t *
-t_attr (t_node_t *t, const char *name, zi_attr_type_t type)
-{
-    cr_assert_lt (t->node.n_attr, 8);
-    zi_attr_t *a = &t->attr[t->node.n_attr++];
-    a->name = (char *) name;
-    a->type = type;
-    return a;
-}
-
-static void
-t_int (t_node_t *t, const char *name, int64_t v)
-{
-    t_attr (t, name, ZI_ATTR_INT)->i = v;
-}
-
-static void
-t_ints (t_node_t *t, const char *name, int n, const int64_t *v)
-{
-    zi_attr_t *a = t_attr (t, name, ZI_ATTR_INTS);
-    a->n = n;
-    a->ints = (int64_t *) v;
-}
-
-//  check -> infer -> allocate -> run, as the executor does.
-static int
-t_run (t_node_t *t, int n_in, zi_tensor_t **in, int n_out, zi_tensor_t **out)
-{
-    for (int i = 0; i < n_in; i++) {
-        t->in_idx[i] = in[i] ? i : -1;
-    }
-    for (int i = 0; i < n_out; i++) {
-        t->out_idx[i] = i;
-        out[i] = NULL;
-    }
-    t->node.n_in = n_in;
-    t->node.in = t->in_idx;
-    t->node.n_out = n_out;
-    t->node.out = t->out_idx;
-    const zi_op_def_t *op = zi_op_find (t->node.op_type, "");
-    cr_assert_not_null (op, "op %s not registered", t->node.op_type);
-    int rc = zi_op_check_node (&t->node, t->err, sizeof t->err);
-    if (rc) {
-        return rc;
-    }
-    zi_tensor_t shells[4];
-    zi_tensor_t *outs[4];
-    memset (shells, 0, sizeof shells);
-    for (int i = 0; i < n_out; i++) {
-        outs[i] = &shells[i];
-    }
-    zi_kctx_t ctx = {
-        .node = &t->node, .n_in = n_in, .in = (const zi_tensor_t *const *) in,
-        .n_out = n_out, .out = outs, .nthreads = 1, .err = t->err,
-        .errlen = sizeof t->err,
-    };
-    rc = op->infer (&ctx);
-    if (rc) {
-        return rc;
-    }
-    for (int i = 0; i < n_out; i++) {
-        out[i] = zi_tensor_new (shells[i].dtype, shells[i].rank, shells[i].ne);
-        cr_assert_not_null (out[i]);
-        outs[i] = out[i];
-    }
-    rc = op->run (&ctx);
-    if (rc) {
-        for (int i = 0; i < n_out; i++) {
-            zi_tensor_destroy (&out[i]);
-        }
-    }
-    return rc;
-}
-
-static zi_tensor_t *
-t_new (zi_dtype_t dt, int rank, const int64_t *shape, const void *data)
-{
-    zi_tensor_t *x = zi_tensor_new (dt, rank, shape);
-    cr_assert_not_null (x);
-    if (data && x->nbytes) {
-        memcpy (x->data, data, x->nbytes);
-    }
-    return x;
-}
-
-static zi_tensor_t *
-t_i64 (int n, const int64_t *v)
-{
-    int64_t shape[1] = {n};
-    return t_new (ZI_DT_I64, 1, shape, v);
-}
-
+//  Random data: this file's own sequence, uniform in [-1, 1).
 static uint64_t t_rng = 0x9E3779B97F4A7C15ull;
 
 static double
 t_rand (void)
 {
-    t_rng ^= t_rng << 13;
-    t_rng ^= t_rng >> 7;
-    t_rng ^= t_rng << 17;
-    return (double) ((t_rng >> 11) % 2000000) / 1000000.0 - 1.0;
+    return (double) ((zt_xorshift (&t_rng) >> 11) % 2000000) / 1000000.0 - 1.0;
 }
 
 static zi_tensor_t *
 t_random (int rank, const int64_t *shape, double lo, double hi)
 {
-    zi_tensor_t *x = t_new (ZI_DT_F32, rank, shape, NULL);
+    zi_tensor_t *x = zt_tensor_of (ZI_DT_F32, rank, shape, NULL);
     for (int64_t i = 0; i < zi_tensor_count (x); i++) {
         ((float *) x->data)[i] = (float) (lo + (hi - lo) * (t_rand () + 1) / 2);
     }
     return x;
-}
-
-static bool
-t_next (int rank, const int64_t *shape, int64_t *pos)
-{
-    for (int d = rank - 1; d >= 0; d--) {
-        if (++pos[d] < shape[d]) {
-            return true;
-        }
-        pos[d] = 0;
-    }
-    return false;
 }
 
 static bool
@@ -187,7 +64,7 @@ t_ref_reduce (const char *op, const float *x, int rank, const int64_t *shape,
     for (int d = 0; d < rank; d++) {
         count *= shape[d];
     }
-    for (int64_t i = 0; i < count; i++, t_next (rank, shape, pos)) {
+    for (int64_t i = 0; i < count; i++, zt_next (rank, shape, pos)) {
         bool match = true;
         for (int d = 0; d < rank; d++) {
             match &= mask[d] || pos[d] == opos[d];
@@ -234,7 +111,7 @@ t_ref_reduce (const char *op, const float *x, int rank, const int64_t *shape,
     //  log-sum-exp, the plain way (inputs here are small)
     double e = 0;
     memset (pos, 0, sizeof pos);
-    for (int64_t i = 0; i < count; i++, t_next (rank, shape, pos)) {
+    for (int64_t i = 0; i < count; i++, zt_next (rank, shape, pos)) {
         bool match = true;
         for (int d = 0; d < rank; d++) {
             match &= mask[d] || pos[d] == opos[d];
@@ -271,19 +148,19 @@ t_check_reduce_all_axes (const char *op, zi_tensor_t *x)
                         mask[d] = true;     //  no axes: reduce all
                     }
                 }
-                t_node_t t;
-                t_init (&t, op);
-                t_int (&t, "keepdims", keep);
+                zt_node_t t;
+                zt_node_init (&t, op, 0, 0);
+                zt_int (&t, "keepdims", keep);
                 zi_tensor_t *in[2] = {x, NULL}, *out[1];
                 int n_in = 1;
                 if (as_input) {
-                    in[1] = t_i64 (n, axes);
+                    in[1] = zt_i64_vec (n, axes);
                     n_in = 2;
                 }
                 else if (n > 0) {
-                    t_ints (&t, "axes", n, axes);
+                    zt_ints (&t, "axes", n, axes);
                 }
-                int rc = t_run (&t, n_in, in, 1, out);
+                int rc = zt_run_n (&t, n_in, in, 1, out);
                 cr_assert_eq (rc, 0, "%s: %s", op, t.err);
                 //  expected shape
                 int64_t oshape[8];
@@ -314,7 +191,7 @@ t_check_reduce_all_axes (const char *op, zi_tensor_t *x)
                     cr_assert (t_close (got, (float) ref), "%s subset %d keep %d "
                                "element %lld: %g vs %g", op, subset, keep,
                                (long long) e, got, ref);
-                    t_next (rank, kshape, kpos);
+                    zt_next (rank, kshape, kpos);
                 }
                 zi_tensor_destroy (&out[0]);
                 zi_tensor_destroy (&in[1]);
@@ -356,19 +233,19 @@ Test (ops_reduce, scalar_and_large_inner_rows)
 Test (ops_reduce, noop_with_empty_axes_and_empty_axes_input)
 {
     zi_tensor_t *x = t_random (2, (int64_t[]){2, 3}, -1, 1);
-    zi_tensor_t *empty = t_new (ZI_DT_I64, 1, (int64_t[]){0}, NULL);
+    zi_tensor_t *empty = zt_tensor_of (ZI_DT_I64, 1, (int64_t[]){0}, NULL);
     zi_tensor_t *in[2] = {x, empty}, *out[1];
-    t_node_t t;
-    t_init (&t, "ReduceSum");
-    t_int (&t, "noop_with_empty_axes", 1);
-    cr_assert_eq (t_run (&t, 2, in, 1, out), 0, "%s", t.err);
+    zt_node_t t;
+    zt_node_init (&t, "ReduceSum", 0, 0);
+    zt_int (&t, "noop_with_empty_axes", 1);
+    cr_assert_eq (zt_run_n (&t, 2, in, 1, out), 0, "%s", t.err);
     cr_assert_eq (out[0]->rank, 2);
     cr_assert_eq (memcmp (out[0]->data, x->data, x->nbytes), 0);
     zi_tensor_destroy (&out[0]);
     //  without noop, empty axes reduce everything
-    t_init (&t, "ReduceSum");
-    t_int (&t, "keepdims", 0);
-    cr_assert_eq (t_run (&t, 2, in, 1, out), 0, "%s", t.err);
+    zt_node_init (&t, "ReduceSum", 0, 0);
+    zt_int (&t, "keepdims", 0);
+    cr_assert_eq (zt_run_n (&t, 2, in, 1, out), 0, "%s", t.err);
     cr_assert_eq (out[0]->rank, 0);
     double s = 0;
     for (int i = 0; i < 6; i++) {
@@ -382,17 +259,17 @@ Test (ops_reduce, noop_with_empty_axes_and_empty_axes_input)
 
 Test (ops_reduce, empty_reductions_give_the_identity)
 {
-    zi_tensor_t *x = t_new (ZI_DT_F32, 2, (int64_t[]){3, 0}, NULL);
+    zi_tensor_t *x = zt_tensor_of (ZI_DT_F32, 2, (int64_t[]){3, 0}, NULL);
     static const int64_t ax1[] = {1};
     const char *ops[] = {"ReduceSum", "ReduceProd", "ReduceMax", "ReduceMin",
                          "ReduceL2", "ReduceLogSumExp"};
     double ref[] = {0, 1, -INFINITY, INFINITY, 0, -INFINITY};
     for (int i = 0; i < 6; i++) {
-        t_node_t t;
-        t_init (&t, ops[i]);
-        t_ints (&t, "axes", 1, ax1);
+        zt_node_t t;
+        zt_node_init (&t, ops[i], 0, 0);
+        zt_ints (&t, "axes", 1, ax1);
         zi_tensor_t *in[1] = {x}, *out[1];
-        cr_assert_eq (t_run (&t, 1, in, 1, out), 0, "%s", t.err);
+        cr_assert_eq (zt_run_n (&t, 1, in, 1, out), 0, "%s", t.err);
         cr_assert_eq (out[0]->ne[0], 3);
         cr_assert_eq (out[0]->ne[1], 1);
         for (int e = 0; e < 3; e++) {
@@ -402,12 +279,12 @@ Test (ops_reduce, empty_reductions_give_the_identity)
         zi_tensor_destroy (&out[0]);
     }
     //  reducing the other axis gives an empty output
-    t_node_t t;
-    t_init (&t, "ReduceSum");
+    zt_node_t t;
+    zt_node_init (&t, "ReduceSum", 0, 0);
     static const int64_t ax0[] = {0};
-    t_ints (&t, "axes", 1, ax0);
+    zt_ints (&t, "axes", 1, ax0);
     zi_tensor_t *in[1] = {x}, *out[1];
-    cr_assert_eq (t_run (&t, 1, in, 1, out), 0, "%s", t.err);
+    cr_assert_eq (zt_run_n (&t, 1, in, 1, out), 0, "%s", t.err);
     cr_assert_eq (zi_tensor_count (out[0]), 0);
     zi_tensor_destroy (&out[0]);
     zi_tensor_destroy (&x);
@@ -417,14 +294,14 @@ Test (ops_reduce, integer_reductions_are_exact)
 {
     //  int64 beyond 2^53: a double accumulator would lose the low bits
     int64_t v[4] = {(1LL << 60) + 1, 3, (1LL << 60) + 5, -7};
-    zi_tensor_t *x = t_new (ZI_DT_I64, 2, (int64_t[]){2, 2}, v);
+    zi_tensor_t *x = zt_tensor_of (ZI_DT_I64, 2, (int64_t[]){2, 2}, v);
     static const int64_t ax1[] = {1};
-    t_node_t t;
-    t_init (&t, "ReduceSum");
-    t_ints (&t, "axes", 1, ax1);
-    t_int (&t, "keepdims", 0);
+    zt_node_t t;
+    zt_node_init (&t, "ReduceSum", 0, 0);
+    zt_ints (&t, "axes", 1, ax1);
+    zt_int (&t, "keepdims", 0);
     zi_tensor_t *in[1] = {x}, *out[1];
-    cr_assert_eq (t_run (&t, 1, in, 1, out), 0, "%s", t.err);
+    cr_assert_eq (zt_run_n (&t, 1, in, 1, out), 0, "%s", t.err);
     cr_assert_eq (out[0]->dtype, ZI_DT_I64);
     cr_assert_eq (((int64_t *) out[0]->data)[0], (1LL << 60) + 4);
     cr_assert_eq (((int64_t *) out[0]->data)[1], (1LL << 60) - 2);
@@ -432,15 +309,15 @@ Test (ops_reduce, integer_reductions_are_exact)
     zi_tensor_destroy (&x);
     //  int32 max / min / mean / prod
     int32_t w[6] = {4, -9, 7, 2, 2, -3};
-    x = t_new (ZI_DT_I32, 2, (int64_t[]){2, 3}, w);
+    x = zt_tensor_of (ZI_DT_I32, 2, (int64_t[]){2, 3}, w);
     in[0] = x;
     const char *ops[] = {"ReduceMax", "ReduceMin", "ReduceMean", "ReduceProd",
                          "ReduceL1", "ReduceSumSquare"};
     int32_t ref[][2] = {{7, 2}, {-9, -3}, {0, 0}, {-252, -12}, {20, 7}, {146, 17}};
     for (int i = 0; i < 6; i++) {
-        t_init (&t, ops[i]);
-        t_ints (&t, "axes", 1, ax1);
-        cr_assert_eq (t_run (&t, 1, in, 1, out), 0, "%s", t.err);
+        zt_node_init (&t, ops[i], 0, 0);
+        zt_ints (&t, "axes", 1, ax1);
+        cr_assert_eq (zt_run_n (&t, 1, in, 1, out), 0, "%s", t.err);
         cr_assert_eq (out[0]->dtype, ZI_DT_I32);
         cr_assert_eq (((int32_t *) out[0]->data)[0], ref[i][0], "%s", ops[i]);
         cr_assert_eq (((int32_t *) out[0]->data)[1], ref[i][1], "%s", ops[i]);
@@ -452,11 +329,11 @@ Test (ops_reduce, integer_reductions_are_exact)
 Test (ops_reduce, log_sum_exp_is_stable)
 {
     float v[3] = {1000, 1000, 999};
-    zi_tensor_t *x = t_new (ZI_DT_F32, 1, (int64_t[]){3}, v);
-    t_node_t t;
-    t_init (&t, "ReduceLogSumExp");
+    zi_tensor_t *x = zt_tensor_of (ZI_DT_F32, 1, (int64_t[]){3}, v);
+    zt_node_t t;
+    zt_node_init (&t, "ReduceLogSumExp", 0, 0);
     zi_tensor_t *in[1] = {x}, *out[1];
-    cr_assert_eq (t_run (&t, 1, in, 1, out), 0, "%s", t.err);
+    cr_assert_eq (zt_run_n (&t, 1, in, 1, out), 0, "%s", t.err);
     double ref = 1000 + log (2 + exp (-1.0));
     cr_assert (t_close (*(float *) out[0]->data, ref), "%g",
                *(float *) out[0]->data);
@@ -467,23 +344,23 @@ Test (ops_reduce, log_sum_exp_is_stable)
 Test (ops_reduce, bad_axes_and_unknown_axes)
 {
     zi_tensor_t *x = t_random (2, (int64_t[]){2, 3}, -1, 1);
-    t_node_t t;
-    t_init (&t, "ReduceMean");
+    zt_node_t t;
+    zt_node_init (&t, "ReduceMean", 0, 0);
     static const int64_t bad[] = {2};
-    t_ints (&t, "axes", 1, bad);
+    zt_ints (&t, "axes", 1, bad);
     zi_tensor_t *in[2] = {x, NULL}, *out[1];
-    cr_assert_eq (t_run (&t, 1, in, 1, out), ZI_ERR_SHAPE);
+    cr_assert_eq (zt_run_n (&t, 1, in, 1, out), ZI_ERR_SHAPE);
     cr_assert_neq (strstr (t.err, "node 'r' (ReduceMean)"), NULL, "%s", t.err);
     //  an axes input whose value is unknown while planning
     zi_tensor_t unknown;
     zi_tensor_init_view (&unknown, ZI_DT_I64, 1, (int64_t[]){1}, NULL, 8);
     in[1] = &unknown;
-    t_init (&t, "ReduceSum");
-    cr_assert_eq (t_run (&t, 2, in, 1, out), ZI_OP_NEEDS_VALUE);
+    zt_node_init (&t, "ReduceSum", 0, 0);
+    cr_assert_eq (zt_run_n (&t, 2, in, 1, out), ZI_OP_NEEDS_VALUE);
     //  wrong attribute type is caught by check
-    t_init (&t, "ReduceSum");
-    t_attr (&t, "keepdims", ZI_ATTR_FLOAT);
-    cr_assert_eq (t_run (&t, 1, in, 1, out), ZI_ERR_MALFORMED);
+    zt_node_init (&t, "ReduceSum", 0, 0);
+    zt_attr (&t, "keepdims", ZI_ATTR_FLOAT);
+    cr_assert_eq (zt_run_n (&t, 1, in, 1, out), ZI_ERR_MALFORMED);
     zi_tensor_destroy (&x);
 }
 
@@ -493,7 +370,7 @@ Test (ops_reduce, argmax_argmin_every_axis_with_ties)
 {
     //  values from a small set so ties are frequent
     int64_t shape[3] = {3, 4, 5};
-    zi_tensor_t *x = t_new (ZI_DT_F32, 3, shape, NULL);
+    zi_tensor_t *x = zt_tensor_of (ZI_DT_F32, 3, shape, NULL);
     for (int i = 0; i < 60; i++) {
         ((float *) x->data)[i] = (float) ((i * 7) % 4);
     }
@@ -501,13 +378,13 @@ Test (ops_reduce, argmax_argmin_every_axis_with_ties)
         for (int axis = -3; axis < 3; axis++) {
             for (int keep = 0; keep < 2; keep++) {
                 for (int last = 0; last < 2; last++) {
-                    t_node_t t;
-                    t_init (&t, op ? "ArgMin" : "ArgMax");
-                    t_int (&t, "axis", axis);
-                    t_int (&t, "keepdims", keep);
-                    t_int (&t, "select_last_index", last);
+                    zt_node_t t;
+                    zt_node_init (&t, op ? "ArgMin" : "ArgMax", 0, 0);
+                    zt_int (&t, "axis", axis);
+                    zt_int (&t, "keepdims", keep);
+                    zt_int (&t, "select_last_index", last);
                     zi_tensor_t *in[1] = {x}, *out[1];
-                    cr_assert_eq (t_run (&t, 1, in, 1, out), 0, "%s", t.err);
+                    cr_assert_eq (zt_run_n (&t, 1, in, 1, out), 0, "%s", t.err);
                     int a = axis < 0 ? axis + 3 : axis;
                     cr_assert_eq (out[0]->dtype, ZI_DT_I64);
                     cr_assert_eq (out[0]->rank, keep ? 3 : 2);
@@ -530,7 +407,7 @@ Test (ops_reduce, argmax_argmin_every_axis_with_ties)
                         cr_assert_eq (((int64_t *) out[0]->data)[e], best,
                                       "op %d axis %d last %d element %lld", op,
                                       axis, last, (long long) e);
-                        t_next (3, kshape, kpos);
+                        zt_next (3, kshape, kpos);
                     }
                     zi_tensor_destroy (&out[0]);
                 }
@@ -543,32 +420,32 @@ Test (ops_reduce, argmax_argmin_every_axis_with_ties)
 Test (ops_reduce, argmax_int_dtypes_and_errors)
 {
     int64_t v[4] = {(1LL << 60) + 1, (1LL << 60) + 2, 5, -1};
-    zi_tensor_t *x = t_new (ZI_DT_I64, 1, (int64_t[]){4}, v);
-    t_node_t t;
-    t_init (&t, "ArgMax");
+    zi_tensor_t *x = zt_tensor_of (ZI_DT_I64, 1, (int64_t[]){4}, v);
+    zt_node_t t;
+    zt_node_init (&t, "ArgMax", 0, 0);
     zi_tensor_t *in[1] = {x}, *out[1];
-    cr_assert_eq (t_run (&t, 1, in, 1, out), 0, "%s", t.err);
+    cr_assert_eq (zt_run_n (&t, 1, in, 1, out), 0, "%s", t.err);
     cr_assert_eq (*(int64_t *) out[0]->data, 1);    //  exact int64 compare
     zi_tensor_destroy (&out[0]);
-    t_init (&t, "ArgMin");
-    t_int (&t, "axis", 1);
-    cr_assert_lt (t_run (&t, 1, in, 1, out), 0);
+    zt_node_init (&t, "ArgMin", 0, 0);
+    zt_int (&t, "axis", 1);
+    cr_assert_lt (zt_run_n (&t, 1, in, 1, out), 0);
     zi_tensor_destroy (&x);
     //  uint8
     uint8_t u[3] = {200, 7, 255};
-    x = t_new (ZI_DT_U8, 1, (int64_t[]){3}, u);
+    x = zt_tensor_of (ZI_DT_U8, 1, (int64_t[]){3}, u);
     in[0] = x;
-    t_init (&t, "ArgMax");
-    cr_assert_eq (t_run (&t, 1, in, 1, out), 0, "%s", t.err);
+    zt_node_init (&t, "ArgMax", 0, 0);
+    cr_assert_eq (zt_run_n (&t, 1, in, 1, out), 0, "%s", t.err);
     cr_assert_eq (*(int64_t *) out[0]->data, 2);
     zi_tensor_destroy (&out[0]);
     zi_tensor_destroy (&x);
     //  an empty axis has no arg
-    x = t_new (ZI_DT_F32, 2, (int64_t[]){2, 0}, NULL);
+    x = zt_tensor_of (ZI_DT_F32, 2, (int64_t[]){2, 0}, NULL);
     in[0] = x;
-    t_init (&t, "ArgMax");
-    t_int (&t, "axis", 1);
-    cr_assert_lt (t_run (&t, 1, in, 1, out), 0);
+    zt_node_init (&t, "ArgMax", 0, 0);
+    zt_int (&t, "axis", 1);
+    cr_assert_lt (zt_run_n (&t, 1, in, 1, out), 0);
     zi_tensor_destroy (&x);
 }
 
@@ -594,7 +471,7 @@ t_pair_cmp (const void *pa, const void *pb)
 Test (ops_reduce, topk_matches_sorted_reference_with_ties)
 {
     int64_t shape[3] = {2, 6, 3};
-    zi_tensor_t *x = t_new (ZI_DT_F32, 3, shape, NULL);
+    zi_tensor_t *x = zt_tensor_of (ZI_DT_F32, 3, shape, NULL);
     for (int i = 0; i < 36; i++) {
         ((float *) x->data)[i] = (float) ((i * 5) % 7);     //  ties
     }
@@ -602,12 +479,12 @@ Test (ops_reduce, topk_matches_sorted_reference_with_ties)
         for (int axis = -3; axis < 3; axis++) {
             int a = axis < 0 ? axis + 3 : axis;
             for (int64_t k = 0; k <= shape[a]; k++) {
-                t_node_t t;
-                t_init (&t, "TopK");
-                t_int (&t, "axis", axis);
-                t_int (&t, "largest", largest);
-                zi_tensor_t *in[2] = {x, t_i64 (1, &k)}, *out[2];
-                cr_assert_eq (t_run (&t, 2, in, 2, out), 0, "%s", t.err);
+                zt_node_t t;
+                zt_node_init (&t, "TopK", 0, 0);
+                zt_int (&t, "axis", axis);
+                zt_int (&t, "largest", largest);
+                zi_tensor_t *in[2] = {x, zt_i64_vec (1, &k)}, *out[2];
+                cr_assert_eq (zt_run_n (&t, 2, in, 2, out), 0, "%s", t.err);
                 int64_t os[3] = {2, 6, 3};
                 os[a] = k;
                 for (int d = 0; d < 3; d++) {
@@ -637,7 +514,7 @@ Test (ops_reduce, topk_matches_sorted_reference_with_ties)
                                       "largest %d axis %d k %lld", largest, axis,
                                       (long long) k);
                     }
-                } while (t_next (3, ls, lp));
+                } while (zt_next (3, ls, lp));
                 zi_tensor_destroy (&out[0]);
                 zi_tensor_destroy (&out[1]);
                 zi_tensor_destroy (&in[1]);
@@ -649,23 +526,23 @@ Test (ops_reduce, topk_matches_sorted_reference_with_ties)
 
 Test (ops_reduce, topk_k_checks_and_opset1_attribute)
 {
-    zi_tensor_t *x = t_new (ZI_DT_I32, 1, (int64_t[]){4}, (int32_t[]){3, 9, -1, 9});
-    t_node_t t;
-    t_init (&t, "TopK");
+    zi_tensor_t *x = zt_tensor_of (ZI_DT_I32, 1, (int64_t[]){4}, (int32_t[]){3, 9, -1, 9});
+    zt_node_t t;
+    zt_node_init (&t, "TopK", 0, 0);
     int64_t k = 5;
-    zi_tensor_t *in[2] = {x, t_i64 (1, &k)}, *out[2];
-    cr_assert_eq (t_run (&t, 2, in, 2, out), ZI_ERR_SHAPE);
+    zi_tensor_t *in[2] = {x, zt_i64_vec (1, &k)}, *out[2];
+    cr_assert_eq (zt_run_n (&t, 2, in, 2, out), ZI_ERR_SHAPE);
     ((int64_t *) in[1]->data)[0] = -1;
-    cr_assert_eq (t_run (&t, 2, in, 2, out), ZI_ERR_SHAPE);
+    cr_assert_eq (zt_run_n (&t, 2, in, 2, out), ZI_ERR_SHAPE);
     zi_tensor_t unknown;
     zi_tensor_init_view (&unknown, ZI_DT_I64, 1, (int64_t[]){1}, NULL, 8);
     zi_tensor_t *uin[2] = {x, &unknown};
-    cr_assert_eq (t_run (&t, 2, uin, 2, out), ZI_OP_NEEDS_VALUE);
+    cr_assert_eq (zt_run_n (&t, 2, uin, 2, out), ZI_OP_NEEDS_VALUE);
     zi_tensor_destroy (&in[1]);
     //  TopK-1: k attribute; int32 values, ties by lower index
-    t_init (&t, "TopK");
-    t_int (&t, "k", 3);
-    cr_assert_eq (t_run (&t, 1, in, 2, out), 0, "%s", t.err);
+    zt_node_init (&t, "TopK", 0, 0);
+    zt_int (&t, "k", 3);
+    cr_assert_eq (zt_run_n (&t, 1, in, 2, out), 0, "%s", t.err);
     int32_t rv[3] = {9, 9, 3};
     int64_t ri[3] = {1, 3, 0};
     cr_assert_eq (memcmp (out[0]->data, rv, sizeof rv), 0);
@@ -684,16 +561,16 @@ Test (ops_reduce, cumsum_exclusive_reverse_every_axis)
     for (int axis = -3; axis < 3; axis++) {
         for (int excl = 0; excl < 2; excl++) {
             for (int rev = 0; rev < 2; rev++) {
-                t_node_t t;
-                t_init (&t, "CumSum");
-                t_int (&t, "exclusive", excl);
-                t_int (&t, "reverse", rev);
+                zt_node_t t;
+                zt_node_init (&t, "CumSum", 0, 0);
+                zt_int (&t, "exclusive", excl);
+                zt_int (&t, "reverse", rev);
                 int32_t ax = axis;
-                zi_tensor_t *in[2] = {x, t_new (ZI_DT_I32, 0, NULL, &ax)}, *out[1];
-                cr_assert_eq (t_run (&t, 2, in, 1, out), 0, "%s", t.err);
+                zi_tensor_t *in[2] = {x, zt_tensor_of (ZI_DT_I32, 0, NULL, &ax)}, *out[1];
+                cr_assert_eq (zt_run_n (&t, 2, in, 1, out), 0, "%s", t.err);
                 int a = axis < 0 ? axis + 3 : axis;
                 int64_t pos[3] = {0};
-                for (int64_t e = 0; e < 24; e++, t_next (3, shape, pos)) {
+                for (int64_t e = 0; e < 24; e++, zt_next (3, shape, pos)) {
                     double s = 0;
                     for (int64_t j = 0; j < shape[a]; j++) {
                         bool take = rev ? (excl ? j > pos[a] : j >= pos[a])
@@ -715,23 +592,23 @@ Test (ops_reduce, cumsum_exclusive_reverse_every_axis)
     }
     zi_tensor_destroy (&x);
     //  int64 data; a bad axis; an unsupported dtype
-    zi_tensor_t *xi = t_new (ZI_DT_I64, 1, (int64_t[]){3}, (int64_t[]){1, 2, 3});
+    zi_tensor_t *xi = zt_tensor_of (ZI_DT_I64, 1, (int64_t[]){3}, (int64_t[]){1, 2, 3});
     int64_t ax = 0;
-    zi_tensor_t *in[2] = {xi, t_new (ZI_DT_I64, 0, NULL, &ax)}, *out[1];
-    t_node_t t;
-    t_init (&t, "CumSum");
-    cr_assert_eq (t_run (&t, 2, in, 1, out), 0, "%s", t.err);
+    zi_tensor_t *in[2] = {xi, zt_tensor_of (ZI_DT_I64, 0, NULL, &ax)}, *out[1];
+    zt_node_t t;
+    zt_node_init (&t, "CumSum", 0, 0);
+    cr_assert_eq (zt_run_n (&t, 2, in, 1, out), 0, "%s", t.err);
     int64_t ref[3] = {1, 3, 6};
     cr_assert_eq (memcmp (out[0]->data, ref, sizeof ref), 0);
     zi_tensor_destroy (&out[0]);
     *(int64_t *) in[1]->data = 1;
-    cr_assert_lt (t_run (&t, 2, in, 1, out), 0);
+    cr_assert_lt (zt_run_n (&t, 2, in, 1, out), 0);
     zi_tensor_destroy (&in[1]);
     zi_tensor_destroy (&xi);
-    zi_tensor_t *xu = t_new (ZI_DT_U8, 1, (int64_t[]){2}, (uint8_t[]){1, 2});
+    zi_tensor_t *xu = zt_tensor_of (ZI_DT_U8, 1, (int64_t[]){2}, (uint8_t[]){1, 2});
     in[0] = xu;
-    in[1] = t_new (ZI_DT_I64, 0, NULL, &ax);
-    cr_assert_eq (t_run (&t, 2, in, 1, out), ZI_ERR_UNSUPPORTED);
+    in[1] = zt_tensor_of (ZI_DT_I64, 0, NULL, &ax);
+    cr_assert_eq (zt_run_n (&t, 2, in, 1, out), ZI_ERR_UNSUPPORTED);
     zi_tensor_destroy (&in[1]);
     zi_tensor_destroy (&xu);
 }

@@ -12,150 +12,16 @@
 
 #include "zi_ops.h"
 
-//  A hand-built node ------------------------------------------------------------
-
-typedef struct {
-    zi_node_t node;
-    zi_attr_t attr[12];
-    int in_idx[16];
-    int out_idx[16];
-    char err[256];
-} t_node_t;
-
-static void
-t_init (t_node_t *t, const char *op)
-{
-    memset (t, 0, sizeof *t);
-    t->node.name = (char *) "n";
-    t->node.op_type = (char *) op;
-    t->node.domain = (char *) "";
-    t->node.attr = t->attr;
-}
-
-static zi_attr_t *
-t_attr (t_node_t *t, const char *name, zi_attr_type_t type)
-{
-    cr_assert_lt (t->node.n_attr, 12);
-    zi_attr_t *a = &t->attr[t->node.n_attr++];
-    a->name = (char *) name;
-    a->type = type;
-    return a;
-}
-
-static void
-t_int (t_node_t *t, const char *name, int64_t v)
-{
-    t_attr (t, name, ZI_ATTR_INT)->i = v;
-}
-
-static void
-t_float (t_node_t *t, const char *name, float v)
-{
-    t_attr (t, name, ZI_ATTR_FLOAT)->f = v;
-}
-
-static void
-t_string (t_node_t *t, const char *name, const char *v)
-{
-    zi_attr_t *a = t_attr (t, name, ZI_ATTR_STRING);
-    a->s = (char *) v;
-    a->s_len = strlen (v);
-}
-
-//  The array must outlive the node (tests pass static or block-scope arrays).
-static void
-t_ints (t_node_t *t, const char *name, int n, const int64_t *v)
-{
-    zi_attr_t *a = t_attr (t, name, ZI_ATTR_INTS);
-    a->n = n;
-    a->ints = (int64_t *) v;
-}
-
-static void
-t_floats (t_node_t *t, const char *name, int n, const float *v)
-{
-    zi_attr_t *a = t_attr (t, name, ZI_ATTR_FLOATS);
-    a->n = n;
-    a->floats = (float *) v;
-}
-
-static void
-t_tensor_attr (t_node_t *t, const char *name, zi_tensor_t *v)
-{
-    t_attr (t, name, ZI_ATTR_TENSOR)->t = v;
-}
-
-//  check -> infer -> allocate -> run. Inputs may be NULL (omitted). On
-//  success out[i] are new tensors the caller destroys. Returns the first
-//  non-zero code (ZI_OP_NEEDS_VALUE included).
-static int
-t_run (t_node_t *t, int n_in, zi_tensor_t **in, int n_out, zi_tensor_t **out)
-{
-    for (int i = 0; i < n_in; i++) {
-        t->in_idx[i] = in[i] ? i : -1;
-    }
-    for (int i = 0; i < n_out; i++) {
-        t->out_idx[i] = i;
-        out[i] = NULL;
-    }
-    t->node.n_in = n_in;
-    t->node.in = t->in_idx;
-    t->node.n_out = n_out;
-    t->node.out = t->out_idx;
-    const zi_op_def_t *op = zi_op_find (t->node.op_type, "");
-    cr_assert_not_null (op, "op %s not registered", t->node.op_type);
-    t->node.op = op;
-    int rc = zi_op_check_node (&t->node, t->err, sizeof t->err);
-    if (rc) {
-        return rc;
-    }
-    zi_tensor_t shells[16];
-    zi_tensor_t *outs[16];
-    memset (shells, 0, sizeof shells);
-    for (int i = 0; i < n_out; i++) {
-        outs[i] = &shells[i];
-    }
-    zi_kctx_t ctx = {
-        .node = &t->node, .n_in = n_in, .in = (const zi_tensor_t *const *) in,
-        .n_out = n_out, .out = outs, .nthreads = 1, .err = t->err,
-        .errlen = sizeof t->err,
-    };
-    rc = op->infer (&ctx);
-    if (rc) {
-        return rc;
-    }
-    for (int i = 0; i < n_out; i++) {
-        out[i] = zi_tensor_new (shells[i].dtype, shells[i].rank, shells[i].ne);
-        cr_assert_not_null (out[i]);
-        outs[i] = out[i];
-    }
-    rc = op->run (&ctx);
-    if (rc) {
-        for (int i = 0; i < n_out; i++) {
-            zi_tensor_destroy (&out[i]);
-        }
-    }
-    return rc;
-}
+#define ZT_NODE_NAME "n"
+#include "ops_testutil.h"
 
 //  Tensors -----------------------------------------------------------------------
-
-static zi_tensor_t *
-t_new (zi_dtype_t dt, int rank, const int64_t *shape, const void *data)
-{
-    zi_tensor_t *x = zi_tensor_new (dt, rank, shape);
-    cr_assert_not_null (x);
-    if (data && x->nbytes) {
-        memcpy (x->data, data, x->nbytes);
-    }
-    return x;
-}
 
 //  Float32 tensor filled with 0, 1, 2, ... (distinct values show any mix-up).
 static zi_tensor_t *
 t_iota (int rank, const int64_t *shape)
 {
-    zi_tensor_t *x = t_new (ZI_DT_F32, rank, shape, NULL);
+    zi_tensor_t *x = zt_tensor_of (ZI_DT_F32, rank, shape, NULL);
     for (int64_t i = 0; i < zi_tensor_count (x); i++) {
         ((float *) x->data)[i] = (float) i;
     }
@@ -163,30 +29,9 @@ t_iota (int rank, const int64_t *shape)
 }
 
 static zi_tensor_t *
-t_i64 (int n, const int64_t *v)
-{
-    int64_t shape[1] = {n};
-    return t_new (ZI_DT_I64, 1, shape, v);
-}
-
-static zi_tensor_t *
 t_scalar_f (float v)
 {
-    return t_new (ZI_DT_F32, 0, NULL, &v);
-}
-
-static void
-t_expect_shape (const zi_tensor_t *y, int rank, const int64_t *shape)
-{
-    char a[128], b[128];
-    cr_assert_eq (y->rank, rank, "rank %d, expected %d (%s vs %s)", y->rank,
-                  rank, zi_tensor_shape_str (y, a, sizeof a),
-                  zi_shape_str (rank, shape, b, sizeof b));
-    for (int d = 0; d < rank; d++) {
-        cr_assert_eq (y->ne[d], shape[d], "dim %d: %s, expected %s", d,
-                      zi_tensor_shape_str (y, a, sizeof a),
-                      zi_shape_str (rank, shape, b, sizeof b));
-    }
+    return zt_tensor_of (ZI_DT_F32, 0, NULL, &v);
 }
 
 static void
@@ -213,41 +58,26 @@ t_flat (int rank, const int64_t *shape, const int64_t *pos)
     return f;
 }
 
-//  Advance pos through shape; false after the last.
-static bool
-t_next (int rank, const int64_t *shape, int64_t *pos)
-{
-    for (int d = rank - 1; d >= 0; d--) {
-        if (++pos[d] < shape[d]) {
-            return true;
-        }
-        pos[d] = 0;
-    }
-    return false;
-}
-
+//  Random data: this file's own sequence, uniform in [-1, 1).
 static uint64_t t_rng = 88172645463325252ull;
 
 static float
 t_rand (void)
 {
-    t_rng ^= t_rng << 13;
-    t_rng ^= t_rng >> 7;
-    t_rng ^= t_rng << 17;
-    return (float) ((t_rng >> 11) % 2000000) / 1000000.0f - 1.0f;
+    return (float) ((zt_xorshift (&t_rng) >> 11) % 2000000) / 1000000.0f - 1.0f;
 }
 
 //  Reshape, Flatten, Squeeze, Unsqueeze, Identity --------------------------------
 
 Test (ops_shape, reshape_copies_zero_and_infers_minus_one)
 {
-    t_node_t t;
-    t_init (&t, "Reshape");
+    zt_node_t t;
+    zt_node_init (&t, "Reshape", 0, 0);
     zi_tensor_t *in[2] = {t_iota (3, (int64_t[]){2, 3, 4}),
-                          t_i64 (3, (int64_t[]){4, 0, -1})};
+                          zt_i64_vec (3, (int64_t[]){4, 0, -1})};
     zi_tensor_t *out[1];
-    cr_assert_eq (t_run (&t, 2, in, 1, out), 0, "%s", t.err);
-    t_expect_shape (out[0], 3, (int64_t[]){4, 3, 2});
+    cr_assert_eq (zt_run_n (&t, 2, in, 1, out), 0, "%s", t.err);
+    zt_expect_shape (out[0], 3, (int64_t[]){4, 3, 2});
     cr_assert_eq (memcmp (out[0]->data, in[0]->data, in[0]->nbytes), 0);
     zi_tensor_destroy (&out[0]);
     zi_tensor_destroy (&in[0]);
@@ -256,14 +86,14 @@ Test (ops_shape, reshape_copies_zero_and_infers_minus_one)
 
 Test (ops_shape, reshape_allowzero_keeps_zero_dims)
 {
-    t_node_t t;
-    t_init (&t, "Reshape");
-    t_int (&t, "allowzero", 1);
-    zi_tensor_t *in[2] = {t_new (ZI_DT_F32, 2, (int64_t[]){0, 4}, NULL),
-                          t_i64 (3, (int64_t[]){2, 0, 7})};
+    zt_node_t t;
+    zt_node_init (&t, "Reshape", 0, 0);
+    zt_int (&t, "allowzero", 1);
+    zi_tensor_t *in[2] = {zt_tensor_of (ZI_DT_F32, 2, (int64_t[]){0, 4}, NULL),
+                          zt_i64_vec (3, (int64_t[]){2, 0, 7})};
     zi_tensor_t *out[1];
-    cr_assert_eq (t_run (&t, 2, in, 1, out), 0, "%s", t.err);
-    t_expect_shape (out[0], 3, (int64_t[]){2, 0, 7});
+    cr_assert_eq (zt_run_n (&t, 2, in, 1, out), 0, "%s", t.err);
+    zt_expect_shape (out[0], 3, (int64_t[]){2, 0, 7});
     zi_tensor_destroy (&out[0]);
     zi_tensor_destroy (&in[0]);
     zi_tensor_destroy (&in[1]);
@@ -277,35 +107,35 @@ Test (ops_shape, reshape_rejects_bad_shapes)
         {2, 3, -2},     //  negative
     };
     for (int i = 0; i < 3; i++) {
-        t_node_t t;
-        t_init (&t, "Reshape");
-        zi_tensor_t *in[2] = {t_iota (3, (int64_t[]){2, 3, 4}), t_i64 (3, bad[i])};
+        zt_node_t t;
+        zt_node_init (&t, "Reshape", 0, 0);
+        zi_tensor_t *in[2] = {t_iota (3, (int64_t[]){2, 3, 4}), zt_i64_vec (3, bad[i])};
         zi_tensor_t *out[1];
-        int rc = t_run (&t, 2, in, 1, out);
+        int rc = zt_run_n (&t, 2, in, 1, out);
         cr_assert_lt (rc, 0, "case %d should fail", i);
         cr_assert_neq (strstr (t.err, "node 'n' (Reshape)"), NULL, "%s", t.err);
         zi_tensor_destroy (&in[0]);
         zi_tensor_destroy (&in[1]);
     }
     //  0 (copy) past the input's rank, and -1 next to an allowzero 0
-    t_node_t t;
-    t_init (&t, "Reshape");
-    zi_tensor_t *in[2] = {t_iota (1, (int64_t[]){6}), t_i64 (2, (int64_t[]){6, 0})};
+    zt_node_t t;
+    zt_node_init (&t, "Reshape", 0, 0);
+    zi_tensor_t *in[2] = {t_iota (1, (int64_t[]){6}), zt_i64_vec (2, (int64_t[]){6, 0})};
     zi_tensor_t *out[1];
-    cr_assert_lt (t_run (&t, 2, in, 1, out), 0);
+    cr_assert_lt (zt_run_n (&t, 2, in, 1, out), 0);
     zi_tensor_destroy (&in[1]);
-    t_init (&t, "Reshape");
-    t_int (&t, "allowzero", 1);
-    in[1] = t_i64 (2, (int64_t[]){0, -1});
-    cr_assert_lt (t_run (&t, 2, in, 1, out), 0);
+    zt_node_init (&t, "Reshape", 0, 0);
+    zt_int (&t, "allowzero", 1);
+    in[1] = zt_i64_vec (2, (int64_t[]){0, -1});
+    cr_assert_lt (zt_run_n (&t, 2, in, 1, out), 0);
     zi_tensor_destroy (&in[0]);
     zi_tensor_destroy (&in[1]);
 }
 
 Test (ops_shape, reshape_needs_the_shape_value)
 {
-    t_node_t t;
-    t_init (&t, "Reshape");
+    zt_node_t t;
+    zt_node_init (&t, "Reshape", 0, 0);
     zi_tensor_t *x = t_iota (2, (int64_t[]){2, 3});
     zi_tensor_t shape;
     //  A known-shape, unknown-value input, as the static planner has.
@@ -313,20 +143,20 @@ Test (ops_shape, reshape_needs_the_shape_value)
                                        NULL, 16), 0);
     zi_tensor_t *in[2] = {x, &shape};
     zi_tensor_t *out[1];
-    cr_assert_eq (t_run (&t, 2, in, 1, out), ZI_OP_NEEDS_VALUE);
+    cr_assert_eq (zt_run_n (&t, 2, in, 1, out), ZI_OP_NEEDS_VALUE);
     zi_tensor_destroy (&x);
 }
 
 Test (ops_shape, reshape1_takes_the_shape_attribute)
 {
-    t_node_t t;
-    t_init (&t, "Reshape");
+    zt_node_t t;
+    zt_node_init (&t, "Reshape", 0, 0);
     static const int64_t shape[] = {3, -1};
-    t_ints (&t, "shape", 2, shape);
+    zt_ints (&t, "shape", 2, shape);
     zi_tensor_t *in[1] = {t_iota (2, (int64_t[]){2, 3})};
     zi_tensor_t *out[1];
-    cr_assert_eq (t_run (&t, 1, in, 1, out), 0, "%s", t.err);
-    t_expect_shape (out[0], 2, (int64_t[]){3, 2});
+    cr_assert_eq (zt_run_n (&t, 1, in, 1, out), 0, "%s", t.err);
+    zt_expect_shape (out[0], 2, (int64_t[]){3, 2});
     zi_tensor_destroy (&out[0]);
     zi_tensor_destroy (&in[0]);
 }
@@ -335,86 +165,86 @@ Test (ops_shape, flatten_every_axis)
 {
     int64_t shape[4] = {2, 3, 4, 5};
     for (int axis = -4; axis <= 4; axis++) {
-        t_node_t t;
-        t_init (&t, "Flatten");
-        t_int (&t, "axis", axis);
+        zt_node_t t;
+        zt_node_init (&t, "Flatten", 0, 0);
+        zt_int (&t, "axis", axis);
         zi_tensor_t *in[1] = {t_iota (4, shape)};
         zi_tensor_t *out[1];
-        cr_assert_eq (t_run (&t, 1, in, 1, out), 0, "%s", t.err);
+        cr_assert_eq (zt_run_n (&t, 1, in, 1, out), 0, "%s", t.err);
         int a = axis < 0 ? axis + 4 : axis;
         int64_t o = 1;
         for (int d = 0; d < a; d++) {
             o *= shape[d];
         }
-        t_expect_shape (out[0], 2, (int64_t[]){o, 120 / o});
+        zt_expect_shape (out[0], 2, (int64_t[]){o, 120 / o});
         cr_assert_eq (memcmp (out[0]->data, in[0]->data, in[0]->nbytes), 0);
         zi_tensor_destroy (&out[0]);
         zi_tensor_destroy (&in[0]);
     }
-    t_node_t t;
-    t_init (&t, "Flatten");
-    t_int (&t, "axis", 5);
+    zt_node_t t;
+    zt_node_init (&t, "Flatten", 0, 0);
+    zt_int (&t, "axis", 5);
     zi_tensor_t *in[1] = {t_iota (4, shape)};
     zi_tensor_t *out[1];
-    cr_assert_lt (t_run (&t, 1, in, 1, out), 0);
+    cr_assert_lt (zt_run_n (&t, 1, in, 1, out), 0);
     zi_tensor_destroy (&in[0]);
 }
 
 Test (ops_shape, squeeze_attribute_input_and_default)
 {
     //  opset 13: axes as an input, negative
-    t_node_t t;
-    t_init (&t, "Squeeze");
+    zt_node_t t;
+    zt_node_init (&t, "Squeeze", 0, 0);
     zi_tensor_t *in[2] = {t_iota (4, (int64_t[]){1, 3, 1, 2}),
-                          t_i64 (1, (int64_t[]){-2})};
+                          zt_i64_vec (1, (int64_t[]){-2})};
     zi_tensor_t *out[1];
-    cr_assert_eq (t_run (&t, 2, in, 1, out), 0, "%s", t.err);
-    t_expect_shape (out[0], 3, (int64_t[]){1, 3, 2});
+    cr_assert_eq (zt_run_n (&t, 2, in, 1, out), 0, "%s", t.err);
+    zt_expect_shape (out[0], 3, (int64_t[]){1, 3, 2});
     zi_tensor_destroy (&out[0]);
     zi_tensor_destroy (&in[1]);
     //  opset 11: axes attribute
-    t_init (&t, "Squeeze");
+    zt_node_init (&t, "Squeeze", 0, 0);
     static const int64_t ax0[] = {0};
-    t_ints (&t, "axes", 1, ax0);
-    cr_assert_eq (t_run (&t, 1, in, 1, out), 0, "%s", t.err);
-    t_expect_shape (out[0], 3, (int64_t[]){3, 1, 2});
+    zt_ints (&t, "axes", 1, ax0);
+    cr_assert_eq (zt_run_n (&t, 1, in, 1, out), 0, "%s", t.err);
+    zt_expect_shape (out[0], 3, (int64_t[]){3, 1, 2});
     zi_tensor_destroy (&out[0]);
     //  no axes: every size-1 dim
-    t_init (&t, "Squeeze");
-    cr_assert_eq (t_run (&t, 1, in, 1, out), 0, "%s", t.err);
-    t_expect_shape (out[0], 2, (int64_t[]){3, 2});
+    zt_node_init (&t, "Squeeze", 0, 0);
+    cr_assert_eq (zt_run_n (&t, 1, in, 1, out), 0, "%s", t.err);
+    zt_expect_shape (out[0], 2, (int64_t[]){3, 2});
     cr_assert_eq (memcmp (out[0]->data, in[0]->data, in[0]->nbytes), 0);
     zi_tensor_destroy (&out[0]);
     //  squeezing a dim that is not 1 is an error
-    t_init (&t, "Squeeze");
+    zt_node_init (&t, "Squeeze", 0, 0);
     static const int64_t ax1[] = {1};
-    t_ints (&t, "axes", 1, ax1);
-    cr_assert_lt (t_run (&t, 1, in, 1, out), 0);
+    zt_ints (&t, "axes", 1, ax1);
+    cr_assert_lt (zt_run_n (&t, 1, in, 1, out), 0);
     cr_assert_neq (strstr (t.err, "squeeze"), NULL, "%s", t.err);
     zi_tensor_destroy (&in[0]);
 }
 
 Test (ops_shape, unsqueeze_axes_in_output_rank)
 {
-    t_node_t t;
-    t_init (&t, "Unsqueeze");
+    zt_node_t t;
+    zt_node_init (&t, "Unsqueeze", 0, 0);
     zi_tensor_t *in[2] = {t_iota (2, (int64_t[]){3, 4}),
-                          t_i64 (3, (int64_t[]){-1, 0, 2})};
+                          zt_i64_vec (3, (int64_t[]){-1, 0, 2})};
     zi_tensor_t *out[1];
-    cr_assert_eq (t_run (&t, 2, in, 1, out), 0, "%s", t.err);
-    t_expect_shape (out[0], 5, (int64_t[]){1, 3, 1, 4, 1});
+    cr_assert_eq (zt_run_n (&t, 2, in, 1, out), 0, "%s", t.err);
+    zt_expect_shape (out[0], 5, (int64_t[]){1, 3, 1, 4, 1});
     zi_tensor_destroy (&out[0]);
     zi_tensor_destroy (&in[1]);
     //  opset < 13 attribute; duplicate axes are an error
-    t_init (&t, "Unsqueeze");
+    zt_node_init (&t, "Unsqueeze", 0, 0);
     static const int64_t dup[] = {0, 0};
-    t_ints (&t, "axes", 2, dup);
-    cr_assert_lt (t_run (&t, 1, in, 1, out), 0);
+    zt_ints (&t, "axes", 2, dup);
+    cr_assert_lt (zt_run_n (&t, 1, in, 1, out), 0);
     //  scalar -> (1,)
-    zi_tensor_t *s[2] = {t_scalar_f (7), t_i64 (1, (int64_t[]){0})};
-    t_init (&t, "Unsqueeze");
-    cr_assert_eq (t_run (&t, 2, s, 1, out), 0, "%s", t.err);
-    t_expect_shape (out[0], 1, (int64_t[]){1});
+    zi_tensor_t *s[2] = {t_scalar_f (7), zt_i64_vec (1, (int64_t[]){0})};
+    zt_node_init (&t, "Unsqueeze", 0, 0);
+    cr_assert_eq (zt_run_n (&t, 2, s, 1, out), 0, "%s", t.err);
+    zt_expect_shape (out[0], 1, (int64_t[]){1});
     cr_assert_eq (((float *) out[0]->data)[0], 7.0f);
     zi_tensor_destroy (&out[0]);
     zi_tensor_destroy (&s[0]);
@@ -424,18 +254,18 @@ Test (ops_shape, unsqueeze_axes_in_output_rank)
 
 Test (ops_shape, identity_and_dropout_copy)
 {
-    t_node_t t;
-    t_init (&t, "Identity");
-    zi_tensor_t *x = t_new (ZI_DT_I64, 1, (int64_t[]){3}, (int64_t[]){5, -6, 7});
+    zt_node_t t;
+    zt_node_init (&t, "Identity", 0, 0);
+    zi_tensor_t *x = zt_tensor_of (ZI_DT_I64, 1, (int64_t[]){3}, (int64_t[]){5, -6, 7});
     zi_tensor_t *in[3] = {x, NULL, NULL};
     zi_tensor_t *out[2];
-    cr_assert_eq (t_run (&t, 1, in, 1, out), 0, "%s", t.err);
+    cr_assert_eq (zt_run_n (&t, 1, in, 1, out), 0, "%s", t.err);
     cr_assert_eq (memcmp (out[0]->data, x->data, 24), 0);
     zi_tensor_destroy (&out[0]);
 
-    t_init (&t, "Dropout");
-    t_int (&t, "__opset", 13);
-    cr_assert_eq (t_run (&t, 1, in, 2, out), 0, "%s", t.err);
+    zt_node_init (&t, "Dropout", 0, 0);
+    zt_int (&t, "__opset", 13);
+    cr_assert_eq (zt_run_n (&t, 1, in, 2, out), 0, "%s", t.err);
     cr_assert_eq (memcmp (out[0]->data, x->data, 24), 0);
     cr_assert_eq (out[1]->dtype, ZI_DT_BOOL);
     for (int i = 0; i < 3; i++) {
@@ -447,12 +277,12 @@ Test (ops_shape, identity_and_dropout_copy)
     //  training mode with a non-zero ratio is refused, with ratio 0 copied
     uint8_t yes = 1;
     zi_tensor_t *ratio = t_scalar_f (0.5f);
-    zi_tensor_t *train = t_new (ZI_DT_BOOL, 0, NULL, &yes);
+    zi_tensor_t *train = zt_tensor_of (ZI_DT_BOOL, 0, NULL, &yes);
     zi_tensor_t *fin[3] = {t_iota (1, (int64_t[]){4}), ratio, train};
-    t_init (&t, "Dropout");
-    cr_assert_eq (t_run (&t, 3, fin, 1, out), ZI_ERR_UNSUPPORTED);
+    zt_node_init (&t, "Dropout", 0, 0);
+    cr_assert_eq (zt_run_n (&t, 3, fin, 1, out), ZI_ERR_UNSUPPORTED);
     *(float *) ratio->data = 0;
-    cr_assert_eq (t_run (&t, 3, fin, 1, out), 0, "%s", t.err);
+    cr_assert_eq (zt_run_n (&t, 3, fin, 1, out), 0, "%s", t.err);
     zi_tensor_destroy (&out[0]);
     zi_tensor_destroy (&fin[0]);
     zi_tensor_destroy (&ratio);
@@ -480,7 +310,7 @@ t_ref_transpose (uint8_t *y, const uint8_t *x, size_t esz, int rank,
             xpos[perm[d]] = pos[d];
         }
         memcpy (y + i * esz, x + t_flat (rank, shape, xpos) * esz, esz);
-        t_next (rank, yshape, pos);
+        zt_next (rank, yshape, pos);
     }
 }
 
@@ -488,19 +318,19 @@ static void
 t_check_transpose (zi_dtype_t dt, int rank, const int64_t *shape,
                    const int *perm)
 {
-    t_node_t t;
-    t_init (&t, "Transpose");
+    zt_node_t t;
+    zt_node_init (&t, "Transpose", 0, 0);
     int64_t p64[8];
     for (int d = 0; d < rank; d++) {
         p64[d] = perm[d];
     }
-    t_ints (&t, "perm", rank, p64);
-    zi_tensor_t *x = t_new (dt, rank, shape, NULL);
+    zt_ints (&t, "perm", rank, p64);
+    zi_tensor_t *x = zt_tensor_of (dt, rank, shape, NULL);
     for (size_t i = 0; i < x->nbytes; i++) {
         ((uint8_t *) x->data)[i] = (uint8_t) (i * 7 + i / 3);
     }
     zi_tensor_t *in[1] = {x}, *out[1];
-    cr_assert_eq (t_run (&t, 1, in, 1, out), 0, "%s", t.err);
+    cr_assert_eq (zt_run_n (&t, 1, in, 1, out), 0, "%s", t.err);
     uint8_t *ref = (uint8_t *) malloc (x->nbytes + 1);
     t_ref_transpose (ref, (const uint8_t *) x->data, zi_dtype_size (dt), rank,
                      shape, perm);
@@ -550,22 +380,22 @@ Test (ops_shape, transpose_large_2d_and_batched_tiles)
 
 Test (ops_shape, transpose_default_reverses_and_checks_perm)
 {
-    t_node_t t;
-    t_init (&t, "Transpose");
+    zt_node_t t;
+    zt_node_init (&t, "Transpose", 0, 0);
     zi_tensor_t *in[1] = {t_iota (3, (int64_t[]){2, 3, 4})}, *out[1];
-    cr_assert_eq (t_run (&t, 1, in, 1, out), 0, "%s", t.err);
-    t_expect_shape (out[0], 3, (int64_t[]){4, 3, 2});
+    cr_assert_eq (zt_run_n (&t, 1, in, 1, out), 0, "%s", t.err);
+    zt_expect_shape (out[0], 3, (int64_t[]){4, 3, 2});
     //  y[k][j][i] = x[i][j][k]
     cr_assert_eq (((float *) out[0]->data)[1 * 6 + 2 * 2 + 1], 1 * 12 + 2 * 4 + 1);
     zi_tensor_destroy (&out[0]);
     static const int64_t bad[] = {0, 0, 1};
-    t_init (&t, "Transpose");
-    t_ints (&t, "perm", 3, bad);
-    cr_assert_lt (t_run (&t, 1, in, 1, out), 0);
+    zt_node_init (&t, "Transpose", 0, 0);
+    zt_ints (&t, "perm", 3, bad);
+    cr_assert_lt (zt_run_n (&t, 1, in, 1, out), 0);
     static const int64_t short_perm[] = {1, 0};
-    t_init (&t, "Transpose");
-    t_ints (&t, "perm", 2, short_perm);
-    cr_assert_lt (t_run (&t, 1, in, 1, out), 0);
+    zt_node_init (&t, "Transpose", 0, 0);
+    zt_ints (&t, "perm", 2, short_perm);
+    cr_assert_lt (zt_run_n (&t, 1, in, 1, out), 0);
     zi_tensor_destroy (&in[0]);
 }
 
@@ -578,18 +408,18 @@ Test (ops_shape, concat_along_each_axis)
         int64_t s0[3] = {2, 3, 4}, s1[3] = {2, 3, 4}, s2[3] = {2, 3, 4};
         s1[a] = 1;
         s2[a] = 0;      //  an empty input
-        t_node_t t;
-        t_init (&t, "Concat");
-        t_int (&t, "axis", axis);
+        zt_node_t t;
+        zt_node_init (&t, "Concat", 0, 0);
+        zt_int (&t, "axis", axis);
         zi_tensor_t *in[3] = {t_iota (3, s0), t_iota (3, s1), t_iota (3, s2)};
         for (int64_t i = 0; i < zi_tensor_count (in[1]); i++) {
             ((float *) in[1]->data)[i] += 1000;
         }
         zi_tensor_t *out[1];
-        cr_assert_eq (t_run (&t, 3, in, 1, out), 0, "%s", t.err);
+        cr_assert_eq (zt_run_n (&t, 3, in, 1, out), 0, "%s", t.err);
         int64_t ys[3] = {2, 3, 4};
         ys[a] += 1;
-        t_expect_shape (out[0], 3, ys);
+        zt_expect_shape (out[0], 3, ys);
         int64_t pos[3] = {0};
         const float *y = (const float *) out[0]->data;
         int64_t n = zi_tensor_count (out[0]);
@@ -604,7 +434,7 @@ Test (ops_shape, concat_along_each_axis)
                 ref = ((float *) in[1]->data)[t_flat (3, s1, p1)];
             }
             cr_assert_eq (y[i], ref, "axis %d element %lld", axis, (long long) i);
-            t_next (3, ys, pos);
+            zt_next (3, ys, pos);
         }
         zi_tensor_destroy (&out[0]);
         for (int i = 0; i < 3; i++) {
@@ -615,17 +445,17 @@ Test (ops_shape, concat_along_each_axis)
 
 Test (ops_shape, concat_rejects_mismatches)
 {
-    t_node_t t;
-    t_init (&t, "Concat");
-    t_int (&t, "axis", 0);
+    zt_node_t t;
+    zt_node_init (&t, "Concat", 0, 0);
+    zt_int (&t, "axis", 0);
     zi_tensor_t *in[2] = {t_iota (2, (int64_t[]){2, 3}), t_iota (2, (int64_t[]){2, 4})};
     zi_tensor_t *out[1];
-    cr_assert_lt (t_run (&t, 2, in, 1, out), 0);
-    t_init (&t, "Concat");      //  axis missing
-    cr_assert_lt (t_run (&t, 2, in, 1, out), 0);
-    t_init (&t, "Concat");
-    t_int (&t, "axis", 2);
-    cr_assert_lt (t_run (&t, 2, in, 1, out), 0);
+    cr_assert_lt (zt_run_n (&t, 2, in, 1, out), 0);
+    zt_node_init (&t, "Concat", 0, 0);      //  axis missing
+    cr_assert_lt (zt_run_n (&t, 2, in, 1, out), 0);
+    zt_node_init (&t, "Concat", 0, 0);
+    zt_int (&t, "axis", 2);
+    cr_assert_lt (zt_run_n (&t, 2, in, 1, out), 0);
     zi_tensor_destroy (&in[0]);
     zi_tensor_destroy (&in[1]);
 }
@@ -639,7 +469,7 @@ t_check_split (const zi_tensor_t *x, int axis, int n, zi_tensor_t **out,
         int64_t shape[8];
         memcpy (shape, x->ne, sizeof shape);
         shape[axis] = sizes[i];
-        t_expect_shape (out[i], x->rank, shape);
+        zt_expect_shape (out[i], x->rank, shape);
         int64_t pos[8] = {0};
         for (int64_t e = 0; e < zi_tensor_count (out[i]); e++) {
             int64_t xp[8];
@@ -647,7 +477,7 @@ t_check_split (const zi_tensor_t *x, int axis, int n, zi_tensor_t **out,
             xp[axis] += at;
             cr_assert_eq (((float *) out[i]->data)[e],
                           ((float *) x->data)[t_flat (x->rank, x->ne, xp)]);
-            t_next (x->rank, shape, pos);
+            zt_next (x->rank, shape, pos);
         }
         at += sizes[i];
     }
@@ -657,51 +487,51 @@ Test (ops_shape, split_equal_input_attribute_and_num_outputs)
 {
     zi_tensor_t *x = t_iota (2, (int64_t[]){6, 4});
     zi_tensor_t *out[4];
-    t_node_t t;
+    zt_node_t t;
     //  equal parts
-    t_init (&t, "Split");
+    zt_node_init (&t, "Split", 0, 0);
     zi_tensor_t *in[2] = {x, NULL};
-    cr_assert_eq (t_run (&t, 1, in, 3, out), 0, "%s", t.err);
+    cr_assert_eq (zt_run_n (&t, 1, in, 3, out), 0, "%s", t.err);
     t_check_split (x, 0, 3, out, (int64_t[]){2, 2, 2});
     for (int i = 0; i < 3; i++) {
         zi_tensor_destroy (&out[i]);
     }
     //  split as an input (opset 13), axis -1
-    t_init (&t, "Split");
-    t_int (&t, "axis", -1);
-    in[1] = t_i64 (2, (int64_t[]){1, 3});
-    cr_assert_eq (t_run (&t, 2, in, 2, out), 0, "%s", t.err);
+    zt_node_init (&t, "Split", 0, 0);
+    zt_int (&t, "axis", -1);
+    in[1] = zt_i64_vec (2, (int64_t[]){1, 3});
+    cr_assert_eq (zt_run_n (&t, 2, in, 2, out), 0, "%s", t.err);
     t_check_split (x, 1, 2, out, (int64_t[]){1, 3});
     zi_tensor_destroy (&out[0]);
     zi_tensor_destroy (&out[1]);
     zi_tensor_destroy (&in[1]);
     //  split attribute (opset < 13), with a zero-size part
-    t_init (&t, "Split");
+    zt_node_init (&t, "Split", 0, 0);
     static const int64_t sp[] = {5, 0, 1};
-    t_ints (&t, "split", 3, sp);
-    cr_assert_eq (t_run (&t, 1, in, 3, out), 0, "%s", t.err);
+    zt_ints (&t, "split", 3, sp);
+    cr_assert_eq (zt_run_n (&t, 1, in, 3, out), 0, "%s", t.err);
     t_check_split (x, 0, 3, out, sp);
     for (int i = 0; i < 3; i++) {
         zi_tensor_destroy (&out[i]);
     }
     //  num_outputs (opset 18): 6 = 2 + 2 + 2, and 6 over 4 = 2, 2, 2, 0
-    t_init (&t, "Split");
-    t_int (&t, "num_outputs", 4);
-    cr_assert_eq (t_run (&t, 1, in, 4, out), 0, "%s", t.err);
+    zt_node_init (&t, "Split", 0, 0);
+    zt_int (&t, "num_outputs", 4);
+    cr_assert_eq (zt_run_n (&t, 1, in, 4, out), 0, "%s", t.err);
     t_check_split (x, 0, 4, out, (int64_t[]){2, 2, 2, 0});
     for (int i = 0; i < 4; i++) {
         zi_tensor_destroy (&out[i]);
     }
     //  errors: uneven equal split, wrong sum, negative part
-    t_init (&t, "Split");
-    cr_assert_lt (t_run (&t, 1, in, 4, out), 0);
-    t_init (&t, "Split");
-    in[1] = t_i64 (2, (int64_t[]){2, 3});
-    cr_assert_lt (t_run (&t, 2, in, 2, out), 0);
+    zt_node_init (&t, "Split", 0, 0);
+    cr_assert_lt (zt_run_n (&t, 1, in, 4, out), 0);
+    zt_node_init (&t, "Split", 0, 0);
+    in[1] = zt_i64_vec (2, (int64_t[]){2, 3});
+    cr_assert_lt (zt_run_n (&t, 2, in, 2, out), 0);
     zi_tensor_destroy (&in[1]);
-    t_init (&t, "Split");
-    in[1] = t_i64 (2, (int64_t[]){7, -1});
-    cr_assert_lt (t_run (&t, 2, in, 2, out), 0);
+    zt_node_init (&t, "Split", 0, 0);
+    in[1] = zt_i64_vec (2, (int64_t[]){7, -1});
+    cr_assert_lt (zt_run_n (&t, 2, in, 2, out), 0);
     zi_tensor_destroy (&in[1]);
     zi_tensor_destroy (&x);
 }
@@ -749,19 +579,19 @@ Test (ops_shape, slice_matches_reference_on_many_cases)
     int64_t shape[2] = {4, 6};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         //  slice axis 1 with the case, axis 0 with 1:4:2 (or -1 reversed)
-        t_node_t t;
-        t_init (&t, "Slice");
+        zt_node_t t;
+        zt_node_init (&t, "Slice", 0, 0);
         zi_tensor_t *in[5] = {
-            t_iota (2, shape), t_i64 (2, (int64_t[]){cases[c].s, -1}),
-            t_i64 (2, (int64_t[]){cases[c].e, -5}), t_i64 (2, (int64_t[]){-1, 0}),
-            t_i64 (2, (int64_t[]){cases[c].step, -1}),
+            t_iota (2, shape), zt_i64_vec (2, (int64_t[]){cases[c].s, -1}),
+            zt_i64_vec (2, (int64_t[]){cases[c].e, -5}), zt_i64_vec (2, (int64_t[]){-1, 0}),
+            zt_i64_vec (2, (int64_t[]){cases[c].step, -1}),
         };
         zi_tensor_t *out[1];
-        cr_assert_eq (t_run (&t, 5, in, 1, out), 0, "case %zu: %s", c, t.err);
+        cr_assert_eq (zt_run_n (&t, 5, in, 1, out), 0, "case %zu: %s", c, t.err);
         int64_t i0[8], i1[16];
         int64_t n0 = t_ref_slice_axis (4, -1, -5, -1, i0);
         int64_t n1 = t_ref_slice_axis (6, cases[c].s, cases[c].e, cases[c].step, i1);
-        t_expect_shape (out[0], 2, (int64_t[]){n0, n1});
+        zt_expect_shape (out[0], 2, (int64_t[]){n0, n1});
         for (int64_t a = 0; a < n0; a++) {
             for (int64_t b = 0; b < n1; b++) {
                 cr_assert_eq (((float *) out[0]->data)[a * n1 + b],
@@ -778,35 +608,35 @@ Test (ops_shape, slice_matches_reference_on_many_cases)
 Test (ops_shape, slice_defaults_int32_and_opset1_attributes)
 {
     //  axes and steps omitted, int32 starts/ends
-    t_node_t t;
-    t_init (&t, "Slice");
+    zt_node_t t;
+    zt_node_init (&t, "Slice", 0, 0);
     int32_t st[2] = {1, 2}, en[2] = {3, 100};
     zi_tensor_t *in[3] = {t_iota (3, (int64_t[]){3, 4, 5}),
-                          t_new (ZI_DT_I32, 1, (int64_t[]){2}, st),
-                          t_new (ZI_DT_I32, 1, (int64_t[]){2}, en)};
+                          zt_tensor_of (ZI_DT_I32, 1, (int64_t[]){2}, st),
+                          zt_tensor_of (ZI_DT_I32, 1, (int64_t[]){2}, en)};
     zi_tensor_t *out[1];
-    cr_assert_eq (t_run (&t, 3, in, 1, out), 0, "%s", t.err);
-    t_expect_shape (out[0], 3, (int64_t[]){2, 2, 5});
+    cr_assert_eq (zt_run_n (&t, 3, in, 1, out), 0, "%s", t.err);
+    zt_expect_shape (out[0], 3, (int64_t[]){2, 2, 5});
     cr_assert_eq (((float *) out[0]->data)[0], 1 * 20 + 2 * 5);
     zi_tensor_destroy (&out[0]);
     //  opset 1: attributes
-    t_init (&t, "Slice");
+    zt_node_init (&t, "Slice", 0, 0);
     static const int64_t s1[] = {1}, e1[] = {-1}, a1[] = {2};
-    t_ints (&t, "starts", 1, s1);
-    t_ints (&t, "ends", 1, e1);
-    t_ints (&t, "axes", 1, a1);
-    cr_assert_eq (t_run (&t, 1, in, 1, out), 0, "%s", t.err);
-    t_expect_shape (out[0], 3, (int64_t[]){3, 4, 3});
+    zt_ints (&t, "starts", 1, s1);
+    zt_ints (&t, "ends", 1, e1);
+    zt_ints (&t, "axes", 1, a1);
+    cr_assert_eq (zt_run_n (&t, 1, in, 1, out), 0, "%s", t.err);
+    zt_expect_shape (out[0], 3, (int64_t[]){3, 4, 3});
     cr_assert_eq (((float *) out[0]->data)[4], 7);   //  x[0][1][2]
     zi_tensor_destroy (&out[0]);
     //  a zero step, then an axis out of range -> errors
-    zi_tensor_t *bad[5] = {in[0], t_i64 (1, (int64_t[]){0}), t_i64 (1, (int64_t[]){2}),
-                           t_i64 (1, (int64_t[]){0}), t_i64 (1, (int64_t[]){0})};
-    t_init (&t, "Slice");
-    cr_assert_lt (t_run (&t, 5, bad, 1, out), 0);
+    zi_tensor_t *bad[5] = {in[0], zt_i64_vec (1, (int64_t[]){0}), zt_i64_vec (1, (int64_t[]){2}),
+                           zt_i64_vec (1, (int64_t[]){0}), zt_i64_vec (1, (int64_t[]){0})};
+    zt_node_init (&t, "Slice", 0, 0);
+    cr_assert_lt (zt_run_n (&t, 5, bad, 1, out), 0);
     ((int64_t *) bad[3]->data)[0] = 3;
-    t_init (&t, "Slice");
-    cr_assert_lt (t_run (&t, 4, bad, 1, out), 0);
+    zt_node_init (&t, "Slice", 0, 0);
+    cr_assert_lt (zt_run_n (&t, 4, bad, 1, out), 0);
     for (int i = 1; i < 5; i++) {
         zi_tensor_destroy (&bad[i]);
     }
@@ -822,16 +652,16 @@ Test (ops_shape, gather_any_axis_negative_and_int32_indices)
     int64_t shape[3] = {3, 4, 2};
     for (int axis = 0; axis < 3; axis++) {
         for (int i32 = 0; i32 < 2; i32++) {
-            t_node_t t;
-            t_init (&t, "Gather");
-            t_int (&t, "axis", axis - (i32 ? 3 : 0));
+            zt_node_t t;
+            zt_node_init (&t, "Gather", 0, 0);
+            zt_int (&t, "axis", axis - (i32 ? 3 : 0));
             int64_t n = shape[axis];
             int64_t raw[4] = {n - 1, 0, -1, -n};
             int32_t raw32[4] = {(int32_t) (n - 1), 0, -1, (int32_t) -n};
-            zi_tensor_t *idx = i32 ? t_new (ZI_DT_I32, 2, (int64_t[]){2, 2}, raw32)
-                                   : t_new (ZI_DT_I64, 2, (int64_t[]){2, 2}, raw);
+            zi_tensor_t *idx = i32 ? zt_tensor_of (ZI_DT_I32, 2, (int64_t[]){2, 2}, raw32)
+                                   : zt_tensor_of (ZI_DT_I64, 2, (int64_t[]){2, 2}, raw);
             zi_tensor_t *in[2] = {t_iota (3, shape), idx}, *out[1];
-            cr_assert_eq (t_run (&t, 2, in, 1, out), 0, "%s", t.err);
+            cr_assert_eq (zt_run_n (&t, 2, in, 1, out), 0, "%s", t.err);
             int64_t ys[4];
             int k = 0;
             for (int d = 0; d < 3; d++) {
@@ -843,7 +673,7 @@ Test (ops_shape, gather_any_axis_negative_and_int32_indices)
                     ys[k++] = shape[d];
                 }
             }
-            t_expect_shape (out[0], 4, ys);
+            zt_expect_shape (out[0], 4, ys);
             int64_t pos[4] = {0};
             for (int64_t e = 0; e < zi_tensor_count (out[0]); e++) {
                 int64_t xp[3];
@@ -859,7 +689,7 @@ Test (ops_shape, gather_any_axis_negative_and_int32_indices)
                 }
                 cr_assert_eq (((float *) out[0]->data)[e],
                               (float) t_flat (3, shape, xp));
-                t_next (4, ys, pos);
+                zt_next (4, ys, pos);
             }
             zi_tensor_destroy (&out[0]);
             zi_tensor_destroy (&in[0]);
@@ -870,22 +700,22 @@ Test (ops_shape, gather_any_axis_negative_and_int32_indices)
 
 Test (ops_shape, gather_out_of_range_is_an_error)
 {
-    t_node_t t;
-    t_init (&t, "Gather");
-    zi_tensor_t *in[2] = {t_iota (2, (int64_t[]){3, 2}), t_i64 (2, (int64_t[]){0, 3})};
+    zt_node_t t;
+    zt_node_init (&t, "Gather", 0, 0);
+    zi_tensor_t *in[2] = {t_iota (2, (int64_t[]){3, 2}), zt_i64_vec (2, (int64_t[]){0, 3})};
     zi_tensor_t *out[1];
-    cr_assert_eq (t_run (&t, 2, in, 1, out), ZI_ERR_SHAPE);
+    cr_assert_eq (zt_run_n (&t, 2, in, 1, out), ZI_ERR_SHAPE);
     cr_assert_neq (strstr (t.err, "out of range"), NULL, "%s", t.err);
     ((int64_t *) in[1]->data)[1] = -4;
-    cr_assert_eq (t_run (&t, 2, in, 1, out), ZI_ERR_SHAPE);
+    cr_assert_eq (zt_run_n (&t, 2, in, 1, out), ZI_ERR_SHAPE);
     //  float indices are refused
     zi_tensor_t *fin[2] = {in[0], t_scalar_f (0)};
-    cr_assert_lt (t_run (&t, 2, fin, 1, out), 0);
+    cr_assert_lt (zt_run_n (&t, 2, fin, 1, out), 0);
     //  scalar index: rank drops by one
-    zi_tensor_t *sidx = t_new (ZI_DT_I64, 0, NULL, (int64_t[]){2});
+    zi_tensor_t *sidx = zt_tensor_of (ZI_DT_I64, 0, NULL, (int64_t[]){2});
     zi_tensor_t *sin[2] = {in[0], sidx};
-    cr_assert_eq (t_run (&t, 2, sin, 1, out), 0, "%s", t.err);
-    t_expect_shape (out[0], 1, (int64_t[]){2});
+    cr_assert_eq (zt_run_n (&t, 2, sin, 1, out), 0, "%s", t.err);
+    zt_expect_shape (out[0], 1, (int64_t[]){2});
     cr_assert_eq (((float *) out[0]->data)[1], 5);
     zi_tensor_destroy (&out[0]);
     zi_tensor_destroy (&sidx);
@@ -897,38 +727,38 @@ Test (ops_shape, gather_out_of_range_is_an_error)
 Test (ops_shape, gather_elements_and_gather_nd)
 {
     //  GatherElements axis 1 on (3,3) with a (2,2) index block, negatives
-    t_node_t t;
-    t_init (&t, "GatherElements");
-    t_int (&t, "axis", 1);
+    zt_node_t t;
+    zt_node_init (&t, "GatherElements", 0, 0);
+    zt_int (&t, "axis", 1);
     zi_tensor_t *in[2] = {t_iota (2, (int64_t[]){3, 3}),
-                          t_new (ZI_DT_I64, 2, (int64_t[]){2, 2},
+                          zt_tensor_of (ZI_DT_I64, 2, (int64_t[]){2, 2},
                                  (int64_t[]){0, -1, 2, 1})};
     zi_tensor_t *out[1];
-    cr_assert_eq (t_run (&t, 2, in, 1, out), 0, "%s", t.err);
+    cr_assert_eq (zt_run_n (&t, 2, in, 1, out), 0, "%s", t.err);
     t_expect_f32 (out[0], (float[]){0, 2, 5, 4}, 4, 0);
     zi_tensor_destroy (&out[0]);
     ((int64_t *) in[1]->data)[0] = 3;
-    cr_assert_lt (t_run (&t, 2, in, 1, out), 0);
+    cr_assert_lt (zt_run_n (&t, 2, in, 1, out), 0);
     zi_tensor_destroy (&in[1]);
     //  GatherND: (3,3) data, indices (2,2) -> 2 elements; (2,1) -> 2 rows
-    t_init (&t, "GatherND");
-    in[1] = t_new (ZI_DT_I64, 2, (int64_t[]){2, 2}, (int64_t[]){0, 1, 2, -1});
-    cr_assert_eq (t_run (&t, 2, in, 1, out), 0, "%s", t.err);
+    zt_node_init (&t, "GatherND", 0, 0);
+    in[1] = zt_tensor_of (ZI_DT_I64, 2, (int64_t[]){2, 2}, (int64_t[]){0, 1, 2, -1});
+    cr_assert_eq (zt_run_n (&t, 2, in, 1, out), 0, "%s", t.err);
     t_expect_f32 (out[0], (float[]){1, 8}, 2, 0);
     zi_tensor_destroy (&out[0]);
     zi_tensor_destroy (&in[1]);
-    in[1] = t_new (ZI_DT_I64, 2, (int64_t[]){2, 1}, (int64_t[]){2, 0});
-    cr_assert_eq (t_run (&t, 2, in, 1, out), 0, "%s", t.err);
-    t_expect_shape (out[0], 2, (int64_t[]){2, 3});
+    in[1] = zt_tensor_of (ZI_DT_I64, 2, (int64_t[]){2, 1}, (int64_t[]){2, 0});
+    cr_assert_eq (zt_run_n (&t, 2, in, 1, out), 0, "%s", t.err);
+    zt_expect_shape (out[0], 2, (int64_t[]){2, 3});
     t_expect_f32 (out[0], (float[]){6, 7, 8, 0, 1, 2}, 6, 0);
     zi_tensor_destroy (&out[0]);
     zi_tensor_destroy (&in[1]);
     //  batch_dims 1: data (2,3), indices (2,1) -> (2,)
-    t_init (&t, "GatherND");
-    t_int (&t, "batch_dims", 1);
-    in[1] = t_new (ZI_DT_I64, 2, (int64_t[]){2, 1}, (int64_t[]){2, 1});
+    zt_node_init (&t, "GatherND", 0, 0);
+    zt_int (&t, "batch_dims", 1);
+    in[1] = zt_tensor_of (ZI_DT_I64, 2, (int64_t[]){2, 1}, (int64_t[]){2, 1});
     zi_tensor_t *d2[2] = {t_iota (2, (int64_t[]){2, 3}), in[1]};
-    cr_assert_eq (t_run (&t, 2, d2, 1, out), 0, "%s", t.err);
+    cr_assert_eq (zt_run_n (&t, 2, d2, 1, out), 0, "%s", t.err);
     t_expect_f32 (out[0], (float[]){2, 4}, 2, 0);
     zi_tensor_destroy (&out[0]);
     zi_tensor_destroy (&d2[0]);
@@ -938,39 +768,39 @@ Test (ops_shape, gather_elements_and_gather_nd)
 
 Test (ops_shape, scatter_elements_and_scatter_nd)
 {
-    t_node_t t;
-    t_init (&t, "ScatterElements");
-    t_int (&t, "axis", 1);
+    zt_node_t t;
+    zt_node_init (&t, "ScatterElements", 0, 0);
+    zt_int (&t, "axis", 1);
     zi_tensor_t *in[3] = {
         t_iota (2, (int64_t[]){2, 3}),
-        t_new (ZI_DT_I64, 2, (int64_t[]){2, 1}, (int64_t[]){2, -3}),
-        t_new (ZI_DT_F32, 2, (int64_t[]){2, 1}, (float[]){10, 20}),
+        zt_tensor_of (ZI_DT_I64, 2, (int64_t[]){2, 1}, (int64_t[]){2, -3}),
+        zt_tensor_of (ZI_DT_F32, 2, (int64_t[]){2, 1}, (float[]){10, 20}),
     };
     zi_tensor_t *out[1];
-    cr_assert_eq (t_run (&t, 3, in, 1, out), 0, "%s", t.err);
+    cr_assert_eq (zt_run_n (&t, 3, in, 1, out), 0, "%s", t.err);
     t_expect_f32 (out[0], (float[]){0, 1, 10, 20, 4, 5}, 6, 0);
     zi_tensor_destroy (&out[0]);
-    t_init (&t, "ScatterElements");
-    t_int (&t, "axis", 1);
-    t_string (&t, "reduction", "add");
-    cr_assert_eq (t_run (&t, 3, in, 1, out), 0, "%s", t.err);
+    zt_node_init (&t, "ScatterElements", 0, 0);
+    zt_int (&t, "axis", 1);
+    zt_str (&t, "reduction", "add");
+    cr_assert_eq (zt_run_n (&t, 3, in, 1, out), 0, "%s", t.err);
     t_expect_f32 (out[0], (float[]){0, 1, 12, 23, 4, 5}, 6, 0);
     zi_tensor_destroy (&out[0]);
-    t_init (&t, "ScatterElements");
-    t_string (&t, "reduction", "bogus");
-    cr_assert_eq (t_run (&t, 3, in, 1, out), ZI_ERR_UNSUPPORTED);
+    zt_node_init (&t, "ScatterElements", 0, 0);
+    zt_str (&t, "reduction", "bogus");
+    cr_assert_eq (zt_run_n (&t, 3, in, 1, out), ZI_ERR_UNSUPPORTED);
     for (int i = 1; i < 3; i++) {
         zi_tensor_destroy (&in[i]);
     }
     //  ScatterND: replace row 1 of (2,3)
-    t_init (&t, "ScatterND");
-    in[1] = t_new (ZI_DT_I64, 2, (int64_t[]){1, 1}, (int64_t[]){1});
-    in[2] = t_new (ZI_DT_F32, 2, (int64_t[]){1, 3}, (float[]){7, 8, 9});
-    cr_assert_eq (t_run (&t, 3, in, 1, out), 0, "%s", t.err);
+    zt_node_init (&t, "ScatterND", 0, 0);
+    in[1] = zt_tensor_of (ZI_DT_I64, 2, (int64_t[]){1, 1}, (int64_t[]){1});
+    in[2] = zt_tensor_of (ZI_DT_F32, 2, (int64_t[]){1, 3}, (float[]){7, 8, 9});
+    cr_assert_eq (zt_run_n (&t, 3, in, 1, out), 0, "%s", t.err);
     t_expect_f32 (out[0], (float[]){0, 1, 2, 7, 8, 9}, 6, 0);
     zi_tensor_destroy (&out[0]);
     ((int64_t *) in[1]->data)[0] = 2;
-    cr_assert_lt (t_run (&t, 3, in, 1, out), 0);
+    cr_assert_lt (zt_run_n (&t, 3, in, 1, out), 0);
     for (int i = 0; i < 3; i++) {
         zi_tensor_destroy (&in[i]);
     }
@@ -980,40 +810,40 @@ Test (ops_shape, scatter_elements_and_scatter_nd)
 
 Test (ops_shape, expand_broadcasts_both_ways)
 {
-    t_node_t t;
-    t_init (&t, "Expand");
-    zi_tensor_t *in[2] = {t_iota (2, (int64_t[]){3, 1}), t_i64 (3, (int64_t[]){2, 1, 4})};
+    zt_node_t t;
+    zt_node_init (&t, "Expand", 0, 0);
+    zi_tensor_t *in[2] = {t_iota (2, (int64_t[]){3, 1}), zt_i64_vec (3, (int64_t[]){2, 1, 4})};
     zi_tensor_t *out[1];
-    cr_assert_eq (t_run (&t, 2, in, 1, out), 0, "%s", t.err);
-    t_expect_shape (out[0], 3, (int64_t[]){2, 3, 4});
+    cr_assert_eq (zt_run_n (&t, 2, in, 1, out), 0, "%s", t.err);
+    zt_expect_shape (out[0], 3, (int64_t[]){2, 3, 4});
     for (int64_t i = 0; i < 24; i++) {
         cr_assert_eq (((float *) out[0]->data)[i], (float) ((i / 4) % 3));
     }
     zi_tensor_destroy (&out[0]);
     zi_tensor_destroy (&in[1]);
     //  a shape smaller than the input keeps the input's dims
-    in[1] = t_i64 (1, (int64_t[]){1});
-    cr_assert_eq (t_run (&t, 2, in, 1, out), 0, "%s", t.err);
-    t_expect_shape (out[0], 2, (int64_t[]){3, 1});
+    in[1] = zt_i64_vec (1, (int64_t[]){1});
+    cr_assert_eq (zt_run_n (&t, 2, in, 1, out), 0, "%s", t.err);
+    zt_expect_shape (out[0], 2, (int64_t[]){3, 1});
     zi_tensor_destroy (&out[0]);
     zi_tensor_destroy (&in[1]);
-    in[1] = t_i64 (2, (int64_t[]){2, 5});
-    cr_assert_lt (t_run (&t, 2, in, 1, out), 0);
+    in[1] = zt_i64_vec (2, (int64_t[]){2, 5});
+    cr_assert_lt (zt_run_n (&t, 2, in, 1, out), 0);
     zi_tensor_destroy (&in[1]);
-    in[1] = t_i64 (4, (int64_t[]){1 << 20, 1 << 20, 3, 1});
-    cr_assert_eq (t_run (&t, 2, in, 1, out), ZI_ERR_LIMIT);
+    in[1] = zt_i64_vec (4, (int64_t[]){1 << 20, 1 << 20, 3, 1});
+    cr_assert_eq (zt_run_n (&t, 2, in, 1, out), ZI_ERR_LIMIT);
     zi_tensor_destroy (&in[1]);
     zi_tensor_destroy (&in[0]);
 }
 
 Test (ops_shape, tile_repeats_each_dim)
 {
-    t_node_t t;
-    t_init (&t, "Tile");
-    zi_tensor_t *in[2] = {t_iota (2, (int64_t[]){2, 3}), t_i64 (2, (int64_t[]){2, 3})};
+    zt_node_t t;
+    zt_node_init (&t, "Tile", 0, 0);
+    zi_tensor_t *in[2] = {t_iota (2, (int64_t[]){2, 3}), zt_i64_vec (2, (int64_t[]){2, 3})};
     zi_tensor_t *out[1];
-    cr_assert_eq (t_run (&t, 2, in, 1, out), 0, "%s", t.err);
-    t_expect_shape (out[0], 2, (int64_t[]){4, 9});
+    cr_assert_eq (zt_run_n (&t, 2, in, 1, out), 0, "%s", t.err);
+    zt_expect_shape (out[0], 2, (int64_t[]){4, 9});
     for (int64_t i = 0; i < 4; i++) {
         for (int64_t j = 0; j < 9; j++) {
             cr_assert_eq (((float *) out[0]->data)[i * 9 + j],
@@ -1022,11 +852,11 @@ Test (ops_shape, tile_repeats_each_dim)
     }
     zi_tensor_destroy (&out[0]);
     zi_tensor_destroy (&in[1]);
-    in[1] = t_i64 (2, (int64_t[]){1, -1});
-    cr_assert_lt (t_run (&t, 2, in, 1, out), 0);
+    in[1] = zt_i64_vec (2, (int64_t[]){1, -1});
+    cr_assert_lt (zt_run_n (&t, 2, in, 1, out), 0);
     zi_tensor_destroy (&in[1]);
-    in[1] = t_i64 (1, (int64_t[]){2});
-    cr_assert_lt (t_run (&t, 2, in, 1, out), 0);
+    in[1] = zt_i64_vec (1, (int64_t[]){2});
+    cr_assert_lt (zt_run_n (&t, 2, in, 1, out), 0);
     zi_tensor_destroy (&in[1]);
     zi_tensor_destroy (&in[0]);
 }
@@ -1067,19 +897,19 @@ Test (ops_shape, pad_modes_match_reference)
     int64_t shape[3] = {2, 4, 3};
     for (int m = 0; m < 3; m++) {
         for (int p = 0; p < 4; p++) {
-            t_node_t t;
-            t_init (&t, "Pad");
-            t_string (&t, "mode", modes[m]);
-            zi_tensor_t *in[3] = {t_iota (3, shape), t_i64 (6, padsets[p]),
+            zt_node_t t;
+            zt_node_init (&t, "Pad", 0, 0);
+            zt_str (&t, "mode", modes[m]);
+            zi_tensor_t *in[3] = {t_iota (3, shape), zt_i64_vec (6, padsets[p]),
                                   t_scalar_f (-7)};
             zi_tensor_t *out[1];
-            int rc = t_run (&t, 3, in, 1, out);
+            int rc = zt_run_n (&t, 3, in, 1, out);
             cr_assert_eq (rc, 0, "%s %d: %s", modes[m], p, t.err);
             int64_t ys[3];
             for (int d = 0; d < 3; d++) {
                 ys[d] = shape[d] + padsets[p][d] + padsets[p][3 + d];
             }
-            t_expect_shape (out[0], 3, ys);
+            zt_expect_shape (out[0], 3, ys);
             int64_t pos[3] = {0};
             for (int64_t e = 0; e < zi_tensor_count (out[0]); e++) {
                 int64_t xp[3];
@@ -1091,7 +921,7 @@ Test (ops_shape, pad_modes_match_reference)
                 float ref = cst ? -7.0f : (float) t_flat (3, shape, xp);
                 cr_assert_eq (((float *) out[0]->data)[e], ref,
                               "%s pads %d element %lld", modes[m], p, (long long) e);
-                t_next (3, ys, pos);
+                zt_next (3, ys, pos);
             }
             zi_tensor_destroy (&out[0]);
             for (int i = 0; i < 3; i++) {
@@ -1104,39 +934,39 @@ Test (ops_shape, pad_modes_match_reference)
 Test (ops_shape, pad_attribute_form_axes_and_errors)
 {
     //  opset 2..10: pads and value attributes, on int64 data
-    t_node_t t;
-    t_init (&t, "Pad");
+    zt_node_t t;
+    zt_node_init (&t, "Pad", 0, 0);
     static const int64_t pads[] = {1, 2};
-    t_ints (&t, "pads", 2, pads);
-    t_float (&t, "value", 9);
-    zi_tensor_t *in[4] = {t_new (ZI_DT_I64, 1, (int64_t[]){2}, (int64_t[]){4, 5}),
+    zt_ints (&t, "pads", 2, pads);
+    zt_float (&t, "value", 9);
+    zi_tensor_t *in[4] = {zt_tensor_of (ZI_DT_I64, 1, (int64_t[]){2}, (int64_t[]){4, 5}),
                           NULL, NULL, NULL};
     zi_tensor_t *out[1];
-    cr_assert_eq (t_run (&t, 1, in, 1, out), 0, "%s", t.err);
+    cr_assert_eq (zt_run_n (&t, 1, in, 1, out), 0, "%s", t.err);
     int64_t ref[5] = {9, 4, 5, 9, 9};
     cr_assert_eq (memcmp (out[0]->data, ref, sizeof ref), 0);
     zi_tensor_destroy (&out[0]);
     //  opset 18: axes input selects the padded axes
     zi_tensor_t *x = t_iota (2, (int64_t[]){2, 2});
-    zi_tensor_t *in4[4] = {x, t_i64 (2, (int64_t[]){1, 1}), NULL, t_i64 (1, (int64_t[]){-1})};
-    t_init (&t, "Pad");
-    t_string (&t, "mode", "edge");
-    cr_assert_eq (t_run (&t, 4, in4, 1, out), 0, "%s", t.err);
-    t_expect_shape (out[0], 2, (int64_t[]){2, 4});
+    zi_tensor_t *in4[4] = {x, zt_i64_vec (2, (int64_t[]){1, 1}), NULL, zt_i64_vec (1, (int64_t[]){-1})};
+    zt_node_init (&t, "Pad", 0, 0);
+    zt_str (&t, "mode", "edge");
+    cr_assert_eq (zt_run_n (&t, 4, in4, 1, out), 0, "%s", t.err);
+    zt_expect_shape (out[0], 2, (int64_t[]){2, 4});
     t_expect_f32 (out[0], (float[]){0, 0, 1, 1, 2, 2, 3, 3}, 8, 0);
     zi_tensor_destroy (&out[0]);
     //  wrap mode is refused at check time; pads of the wrong length later
-    t_init (&t, "Pad");
-    t_string (&t, "mode", "wrap");
-    cr_assert_eq (t_run (&t, 2, in4, 1, out), ZI_ERR_UNSUPPORTED);
+    zt_node_init (&t, "Pad", 0, 0);
+    zt_str (&t, "mode", "wrap");
+    cr_assert_eq (zt_run_n (&t, 2, in4, 1, out), ZI_ERR_UNSUPPORTED);
     cr_assert_neq (strstr (t.err, "wrap"), NULL, "%s", t.err);
-    t_init (&t, "Pad");
-    cr_assert_lt (t_run (&t, 2, in4, 1, out), 0);
+    zt_node_init (&t, "Pad", 0, 0);
+    cr_assert_lt (zt_run_n (&t, 2, in4, 1, out), 0);
     //  cropping more than the axis has
     zi_tensor_destroy (&in4[1]);
-    in4[1] = t_i64 (4, (int64_t[]){-3, 0, 0, 0});
-    t_init (&t, "Pad");
-    cr_assert_lt (t_run (&t, 2, in4, 1, out), 0);
+    in4[1] = zt_i64_vec (4, (int64_t[]){-3, 0, 0, 0});
+    zt_node_init (&t, "Pad", 0, 0);
+    cr_assert_lt (zt_run_n (&t, 2, in4, 1, out), 0);
     zi_tensor_destroy (&in4[1]);
     zi_tensor_destroy (&in4[3]);
     zi_tensor_destroy (&x);
@@ -1162,24 +992,24 @@ Test (ops_shape, shape_and_size_read_no_data)
         {true, true, 3, 1, 0, 0},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-        t_node_t t;
-        t_init (&t, "Shape");
+        zt_node_t t;
+        zt_node_init (&t, "Shape", 0, 0);
         if (cases[c].has_s) {
-            t_int (&t, "start", cases[c].s);
+            zt_int (&t, "start", cases[c].s);
         }
         if (cases[c].has_e) {
-            t_int (&t, "end", cases[c].e);
+            zt_int (&t, "end", cases[c].e);
         }
-        cr_assert_eq (t_run (&t, 1, in, 1, out), 0, "%s", t.err);
-        t_expect_shape (out[0], 1, (int64_t[]){cases[c].n});
+        cr_assert_eq (zt_run_n (&t, 1, in, 1, out), 0, "%s", t.err);
+        zt_expect_shape (out[0], 1, (int64_t[]){cases[c].n});
         if (cases[c].n) {
             cr_assert_eq (((int64_t *) out[0]->data)[0], cases[c].first, "case %zu", c);
         }
         zi_tensor_destroy (&out[0]);
     }
-    t_node_t t;
-    t_init (&t, "Size");
-    cr_assert_eq (t_run (&t, 1, in, 1, out), 0, "%s", t.err);
+    zt_node_t t;
+    zt_node_init (&t, "Size", 0, 0);
+    cr_assert_eq (zt_run_n (&t, 1, in, 1, out), 0, "%s", t.err);
     cr_assert_eq (out[0]->rank, 0);
     cr_assert_eq (*(int64_t *) out[0]->data, 210);
     zi_tensor_destroy (&out[0]);
@@ -1187,18 +1017,18 @@ Test (ops_shape, shape_and_size_read_no_data)
 
 Test (ops_shape, constant_of_shape_values_and_limits)
 {
-    t_node_t t;
-    t_init (&t, "ConstantOfShape");
-    zi_tensor_t *in[1] = {t_i64 (2, (int64_t[]){2, 3})}, *out[1];
-    cr_assert_eq (t_run (&t, 1, in, 1, out), 0, "%s", t.err);
+    zt_node_t t;
+    zt_node_init (&t, "ConstantOfShape", 0, 0);
+    zi_tensor_t *in[1] = {zt_i64_vec (2, (int64_t[]){2, 3})}, *out[1];
+    cr_assert_eq (zt_run_n (&t, 1, in, 1, out), 0, "%s", t.err);
     cr_assert_eq (out[0]->dtype, ZI_DT_F32);
     t_expect_f32 (out[0], (float[]){0, 0, 0, 0, 0, 0}, 6, 0);
     zi_tensor_destroy (&out[0]);
     //  an int64 value
-    zi_tensor_t *v = t_new (ZI_DT_I64, 1, (int64_t[]){1}, (int64_t[]){-5});
-    t_init (&t, "ConstantOfShape");
-    t_tensor_attr (&t, "value", v);
-    cr_assert_eq (t_run (&t, 1, in, 1, out), 0, "%s", t.err);
+    zi_tensor_t *v = zt_tensor_of (ZI_DT_I64, 1, (int64_t[]){1}, (int64_t[]){-5});
+    zt_node_init (&t, "ConstantOfShape", 0, 0);
+    zt_tensor_attr (&t, "value", v);
+    cr_assert_eq (zt_run_n (&t, 1, in, 1, out), 0, "%s", t.err);
     cr_assert_eq (out[0]->dtype, ZI_DT_I64);
     for (int i = 0; i < 6; i++) {
         cr_assert_eq (((int64_t *) out[0]->data)[i], -5);
@@ -1206,30 +1036,30 @@ Test (ops_shape, constant_of_shape_values_and_limits)
     zi_tensor_destroy (&out[0]);
     zi_tensor_destroy (&in[0]);
     //  an empty shape makes a scalar; a zero dim an empty tensor
-    in[0] = t_new (ZI_DT_I64, 1, (int64_t[]){0}, NULL);
-    cr_assert_eq (t_run (&t, 1, in, 1, out), 0, "%s", t.err);
+    in[0] = zt_tensor_of (ZI_DT_I64, 1, (int64_t[]){0}, NULL);
+    cr_assert_eq (zt_run_n (&t, 1, in, 1, out), 0, "%s", t.err);
     cr_assert_eq (out[0]->rank, 0);
     cr_assert_eq (*(int64_t *) out[0]->data, -5);
     zi_tensor_destroy (&out[0]);
     zi_tensor_destroy (&in[0]);
-    in[0] = t_i64 (2, (int64_t[]){4, 0});
-    cr_assert_eq (t_run (&t, 1, in, 1, out), 0, "%s", t.err);
+    in[0] = zt_i64_vec (2, (int64_t[]){4, 0});
+    cr_assert_eq (zt_run_n (&t, 1, in, 1, out), 0, "%s", t.err);
     cr_assert_eq (zi_tensor_count (out[0]), 0);
     zi_tensor_destroy (&out[0]);
     zi_tensor_destroy (&in[0]);
     //  negative or absurd sizes are refused before any allocation
-    in[0] = t_i64 (2, (int64_t[]){4, -1});
-    cr_assert_lt (t_run (&t, 1, in, 1, out), 0);
+    in[0] = zt_i64_vec (2, (int64_t[]){4, -1});
+    cr_assert_lt (zt_run_n (&t, 1, in, 1, out), 0);
     zi_tensor_destroy (&in[0]);
-    in[0] = t_i64 (3, (int64_t[]){1 << 30, 1 << 30, 1 << 30});
-    cr_assert_eq (t_run (&t, 1, in, 1, out), ZI_ERR_LIMIT);
+    in[0] = zt_i64_vec (3, (int64_t[]){1 << 30, 1 << 30, 1 << 30});
+    cr_assert_eq (zt_run_n (&t, 1, in, 1, out), ZI_ERR_LIMIT);
     zi_tensor_destroy (&in[0]);
     //  a value tensor with 2 elements is malformed
-    zi_tensor_t *v2 = t_new (ZI_DT_I64, 1, (int64_t[]){2}, (int64_t[]){1, 2});
-    t_init (&t, "ConstantOfShape");
-    t_tensor_attr (&t, "value", v2);
-    in[0] = t_i64 (1, (int64_t[]){2});
-    cr_assert_eq (t_run (&t, 1, in, 1, out), ZI_ERR_MALFORMED);
+    zi_tensor_t *v2 = zt_tensor_of (ZI_DT_I64, 1, (int64_t[]){2}, (int64_t[]){1, 2});
+    zt_node_init (&t, "ConstantOfShape", 0, 0);
+    zt_tensor_attr (&t, "value", v2);
+    in[0] = zt_i64_vec (1, (int64_t[]){2});
+    cr_assert_eq (zt_run_n (&t, 1, in, 1, out), ZI_ERR_MALFORMED);
     zi_tensor_destroy (&in[0]);
     zi_tensor_destroy (&v2);
     zi_tensor_destroy (&v);
@@ -1237,36 +1067,36 @@ Test (ops_shape, constant_of_shape_values_and_limits)
 
 Test (ops_shape, range_float_int_and_guards)
 {
-    t_node_t t;
-    t_init (&t, "Range");
+    zt_node_t t;
+    zt_node_init (&t, "Range", 0, 0);
     zi_tensor_t *in[3] = {t_scalar_f (1), t_scalar_f (5), t_scalar_f (1.5f)};
     zi_tensor_t *out[1];
-    cr_assert_eq (t_run (&t, 3, in, 1, out), 0, "%s", t.err);
+    cr_assert_eq (zt_run_n (&t, 3, in, 1, out), 0, "%s", t.err);
     t_expect_f32 (out[0], (float[]){1, 2.5f, 4}, 3, 1e-6f);
     zi_tensor_destroy (&out[0]);
     //  delta 0 and a huge count are refused before allocating
     *(float *) in[2]->data = 0;
-    cr_assert_lt (t_run (&t, 3, in, 1, out), 0);
+    cr_assert_lt (zt_run_n (&t, 3, in, 1, out), 0);
     *(float *) in[2]->data = 1e-30f;
-    cr_assert_eq (t_run (&t, 3, in, 1, out), ZI_ERR_LIMIT);
+    cr_assert_eq (zt_run_n (&t, 3, in, 1, out), ZI_ERR_LIMIT);
     *(float *) in[2]->data = NAN;
-    cr_assert_lt (t_run (&t, 3, in, 1, out), 0);
+    cr_assert_lt (zt_run_n (&t, 3, in, 1, out), 0);
     for (int i = 0; i < 3; i++) {
         zi_tensor_destroy (&in[i]);
     }
     //  int32, negative delta: 10, 7, 4, 1
     int32_t a = 10, b = 0, c = -3;
-    in[0] = t_new (ZI_DT_I32, 0, NULL, &a);
-    in[1] = t_new (ZI_DT_I32, 0, NULL, &b);
-    in[2] = t_new (ZI_DT_I32, 0, NULL, &c);
-    cr_assert_eq (t_run (&t, 3, in, 1, out), 0, "%s", t.err);
+    in[0] = zt_tensor_of (ZI_DT_I32, 0, NULL, &a);
+    in[1] = zt_tensor_of (ZI_DT_I32, 0, NULL, &b);
+    in[2] = zt_tensor_of (ZI_DT_I32, 0, NULL, &c);
+    cr_assert_eq (zt_run_n (&t, 3, in, 1, out), 0, "%s", t.err);
     int32_t ref[4] = {10, 7, 4, 1};
-    t_expect_shape (out[0], 1, (int64_t[]){4});
+    zt_expect_shape (out[0], 1, (int64_t[]){4});
     cr_assert_eq (memcmp (out[0]->data, ref, sizeof ref), 0);
     zi_tensor_destroy (&out[0]);
     //  empty when the delta points away
     *(int32_t *) in[2]->data = 3;
-    cr_assert_eq (t_run (&t, 3, in, 1, out), 0, "%s", t.err);
+    cr_assert_eq (zt_run_n (&t, 3, in, 1, out), 0, "%s", t.err);
     cr_assert_eq (zi_tensor_count (out[0]), 0);
     zi_tensor_destroy (&out[0]);
     for (int i = 0; i < 3; i++) {
@@ -1274,10 +1104,10 @@ Test (ops_shape, range_float_int_and_guards)
     }
     //  int64 extremes do not overflow the count
     int64_t lo = INT64_MIN, hi = INT64_MAX, one = 1;
-    in[0] = t_new (ZI_DT_I64, 0, NULL, &lo);
-    in[1] = t_new (ZI_DT_I64, 0, NULL, &hi);
-    in[2] = t_new (ZI_DT_I64, 0, NULL, &one);
-    cr_assert_eq (t_run (&t, 3, in, 1, out), ZI_ERR_LIMIT);
+    in[0] = zt_tensor_of (ZI_DT_I64, 0, NULL, &lo);
+    in[1] = zt_tensor_of (ZI_DT_I64, 0, NULL, &hi);
+    in[2] = zt_tensor_of (ZI_DT_I64, 0, NULL, &one);
+    cr_assert_eq (zt_run_n (&t, 3, in, 1, out), ZI_ERR_LIMIT);
     for (int i = 0; i < 3; i++) {
         zi_tensor_destroy (&in[i]);
     }
@@ -1285,33 +1115,33 @@ Test (ops_shape, range_float_int_and_guards)
 
 Test (ops_shape, constant_attribute_kinds)
 {
-    t_node_t t;
+    zt_node_t t;
     zi_tensor_t *out[1];
-    t_init (&t, "Constant");
-    t_float (&t, "value_float", 2.5f);
-    cr_assert_eq (t_run (&t, 0, NULL, 1, out), 0, "%s", t.err);
+    zt_node_init (&t, "Constant", 0, 0);
+    zt_float (&t, "value_float", 2.5f);
+    cr_assert_eq (zt_run_n (&t, 0, NULL, 1, out), 0, "%s", t.err);
     cr_assert_eq (out[0]->rank, 0);
     cr_assert_eq (*(float *) out[0]->data, 2.5f);
     zi_tensor_destroy (&out[0]);
-    t_init (&t, "Constant");
+    zt_node_init (&t, "Constant", 0, 0);
     static const int64_t iv[] = {3, -4};
-    t_ints (&t, "value_ints", 2, iv);
-    cr_assert_eq (t_run (&t, 0, NULL, 1, out), 0, "%s", t.err);
+    zt_ints (&t, "value_ints", 2, iv);
+    cr_assert_eq (zt_run_n (&t, 0, NULL, 1, out), 0, "%s", t.err);
     cr_assert_eq (out[0]->dtype, ZI_DT_I64);
     cr_assert_eq (memcmp (out[0]->data, iv, sizeof iv), 0);
     zi_tensor_destroy (&out[0]);
     zi_tensor_t *v = t_iota (2, (int64_t[]){2, 2});
-    t_init (&t, "Constant");
-    t_tensor_attr (&t, "value", v);
-    cr_assert_eq (t_run (&t, 0, NULL, 1, out), 0, "%s", t.err);
+    zt_node_init (&t, "Constant", 0, 0);
+    zt_tensor_attr (&t, "value", v);
+    cr_assert_eq (zt_run_n (&t, 0, NULL, 1, out), 0, "%s", t.err);
     t_expect_f32 (out[0], (float[]){0, 1, 2, 3}, 4, 0);
     zi_tensor_destroy (&out[0]);
     //  two values, or a string value, are refused at check time
-    t_int (&t, "value_int", 1);
-    cr_assert_eq (t_run (&t, 0, NULL, 1, out), ZI_ERR_MALFORMED);
-    t_init (&t, "Constant");
-    t_string (&t, "value_string", "x");
-    cr_assert_eq (t_run (&t, 0, NULL, 1, out), ZI_ERR_UNSUPPORTED);
+    zt_int (&t, "value_int", 1);
+    cr_assert_eq (zt_run_n (&t, 0, NULL, 1, out), ZI_ERR_MALFORMED);
+    zt_node_init (&t, "Constant", 0, 0);
+    zt_str (&t, "value_string", "x");
+    cr_assert_eq (zt_run_n (&t, 0, NULL, 1, out), ZI_ERR_UNSUPPORTED);
     zi_tensor_destroy (&v);
 }
 
@@ -1322,12 +1152,12 @@ Test (ops_shape, trilu_upper_lower_with_k)
     int64_t shape[3] = {2, 3, 4};
     for (int upper = 0; upper < 2; upper++) {
         for (int64_t k = -4; k <= 5; k++) {
-            t_node_t t;
-            t_init (&t, "Trilu");
-            t_int (&t, "upper", upper);
-            zi_tensor_t *in[2] = {t_iota (3, shape), t_new (ZI_DT_I64, 0, NULL, &k)};
+            zt_node_t t;
+            zt_node_init (&t, "Trilu", 0, 0);
+            zt_int (&t, "upper", upper);
+            zi_tensor_t *in[2] = {t_iota (3, shape), zt_tensor_of (ZI_DT_I64, 0, NULL, &k)};
             zi_tensor_t *out[1];
-            cr_assert_eq (t_run (&t, 2, in, 1, out), 0, "%s", t.err);
+            cr_assert_eq (zt_run_n (&t, 2, in, 1, out), 0, "%s", t.err);
             for (int64_t e = 0; e < 24; e++) {
                 int64_t i = (e / 4) % 3, j = e % 4;
                 bool keep = upper ? j - i >= k : j - i <= k;
@@ -1340,10 +1170,10 @@ Test (ops_shape, trilu_upper_lower_with_k)
             zi_tensor_destroy (&in[1]);
         }
     }
-    t_node_t t;
-    t_init (&t, "Trilu");
+    zt_node_t t;
+    zt_node_init (&t, "Trilu", 0, 0);
     zi_tensor_t *in[1] = {t_iota (1, (int64_t[]){3})}, *out[1];
-    cr_assert_lt (t_run (&t, 1, in, 1, out), 0);
+    cr_assert_lt (zt_run_n (&t, 1, in, 1, out), 0);
     zi_tensor_destroy (&in[0]);
 }
 
@@ -1412,26 +1242,26 @@ Test (ops_shape, resize_nearest_and_linear_match_reference)
         for (int s = 0; s < 3; s++) {
             for (int m = 0; m < 5; m++) {     //  4 nearest modes, then linear
                 bool linear = m == 4;
-                t_node_t t;
-                t_init (&t, "Resize");
-                t_int (&t, "__opset", 13);
-                t_string (&t, "mode", linear ? "linear" : "nearest");
-                t_string (&t, "coordinate_transformation_mode", ctms[c]);
+                zt_node_t t;
+                zt_node_init (&t, "Resize", 0, 0);
+                zt_int (&t, "__opset", 13);
+                zt_str (&t, "mode", linear ? "linear" : "nearest");
+                zt_str (&t, "coordinate_transformation_mode", ctms[c]);
                 if (!linear) {
-                    t_string (&t, "nearest_mode", rounds[m]);
+                    zt_str (&t, "nearest_mode", rounds[m]);
                 }
                 float sc[4] = {1, 1, scalesets[s][0], scalesets[s][1]};
-                zi_tensor_t *x = t_new (ZI_DT_F32, 4, (int64_t[]){1, 1, h, w}, NULL);
+                zi_tensor_t *x = zt_tensor_of (ZI_DT_F32, 4, (int64_t[]){1, 1, h, w}, NULL);
                 for (int i = 0; i < h * w; i++) {
                     ((float *) x->data)[i] = t_rand ();
                 }
                 zi_tensor_t *in[4] = {x, NULL,
-                                      t_new (ZI_DT_F32, 1, (int64_t[]){4}, sc), NULL};
+                                      zt_tensor_of (ZI_DT_F32, 1, (int64_t[]){4}, sc), NULL};
                 zi_tensor_t *out[1];
-                cr_assert_eq (t_run (&t, 3, in, 1, out), 0, "%s", t.err);
+                cr_assert_eq (zt_run_n (&t, 3, in, 1, out), 0, "%s", t.err);
                 int64_t oh = (int64_t) floor (h * (double) sc[2]);
                 int64_t ow = (int64_t) floor (w * (double) sc[3]);
-                t_expect_shape (out[0], 4, (int64_t[]){1, 1, oh, ow});
+                zt_expect_shape (out[0], 4, (int64_t[]){1, 1, oh, ow});
                 for (int64_t i = 0; i < oh; i++) {
                     for (int64_t j = 0; j < ow; j++) {
                         //  the resized length is scale * in, not floored
@@ -1460,52 +1290,52 @@ Test (ops_shape, resize_nearest_and_linear_match_reference)
 Test (ops_shape, resize_sizes_1d_linear_int_nearest_and_rejections)
 {
     //  sizes input, 1-D linear with align_corners: 0..3 -> 7 points
-    t_node_t t;
-    t_init (&t, "Resize");
-    t_string (&t, "mode", "linear");
-    t_string (&t, "coordinate_transformation_mode", "align_corners");
+    zt_node_t t;
+    zt_node_init (&t, "Resize", 0, 0);
+    zt_str (&t, "mode", "linear");
+    zt_str (&t, "coordinate_transformation_mode", "align_corners");
     zi_tensor_t *in[4] = {t_iota (1, (int64_t[]){4}), NULL, NULL,
-                          t_i64 (1, (int64_t[]){7})};
+                          zt_i64_vec (1, (int64_t[]){7})};
     zi_tensor_t *out[1];
-    cr_assert_eq (t_run (&t, 4, in, 1, out), 0, "%s", t.err);
+    cr_assert_eq (zt_run_n (&t, 4, in, 1, out), 0, "%s", t.err);
     t_expect_f32 (out[0], (float[]){0, 0.5f, 1, 1.5f, 2, 2.5f, 3}, 7, 1e-6f);
     zi_tensor_destroy (&out[0]);
     //  nearest works on int64 by element size
     zi_tensor_destroy (&in[0]);
-    in[0] = t_new (ZI_DT_I64, 2, (int64_t[]){1, 2}, (int64_t[]){11, 22});
+    in[0] = zt_tensor_of (ZI_DT_I64, 2, (int64_t[]){1, 2}, (int64_t[]){11, 22});
     zi_tensor_destroy (&in[3]);
-    in[3] = t_i64 (2, (int64_t[]){2, 4});
-    t_init (&t, "Resize");
-    t_string (&t, "coordinate_transformation_mode", "asymmetric");
-    t_string (&t, "nearest_mode", "floor");
-    cr_assert_eq (t_run (&t, 4, in, 1, out), 0, "%s", t.err);
+    in[3] = zt_i64_vec (2, (int64_t[]){2, 4});
+    zt_node_init (&t, "Resize", 0, 0);
+    zt_str (&t, "coordinate_transformation_mode", "asymmetric");
+    zt_str (&t, "nearest_mode", "floor");
+    cr_assert_eq (zt_run_n (&t, 4, in, 1, out), 0, "%s", t.err);
     int64_t ref[8] = {11, 11, 22, 22, 11, 11, 22, 22};
     cr_assert_eq (memcmp (out[0]->data, ref, sizeof ref), 0);
     zi_tensor_destroy (&out[0]);
     //  linear on int64 is refused; so are cubic and tf_crop_and_resize
-    t_init (&t, "Resize");
-    t_string (&t, "mode", "linear");
-    cr_assert_eq (t_run (&t, 4, in, 1, out), ZI_ERR_UNSUPPORTED);
-    t_init (&t, "Resize");
-    t_string (&t, "mode", "cubic");
-    cr_assert_eq (t_run (&t, 4, in, 1, out), ZI_ERR_UNSUPPORTED);
+    zt_node_init (&t, "Resize", 0, 0);
+    zt_str (&t, "mode", "linear");
+    cr_assert_eq (zt_run_n (&t, 4, in, 1, out), ZI_ERR_UNSUPPORTED);
+    zt_node_init (&t, "Resize", 0, 0);
+    zt_str (&t, "mode", "cubic");
+    cr_assert_eq (zt_run_n (&t, 4, in, 1, out), ZI_ERR_UNSUPPORTED);
     cr_assert_neq (strstr (t.err, "cubic"), NULL, "%s", t.err);
-    t_init (&t, "Resize");
-    t_string (&t, "coordinate_transformation_mode", "tf_crop_and_resize");
-    cr_assert_eq (t_run (&t, 4, in, 1, out), ZI_ERR_UNSUPPORTED);
+    zt_node_init (&t, "Resize", 0, 0);
+    zt_str (&t, "coordinate_transformation_mode", "tf_crop_and_resize");
+    cr_assert_eq (zt_run_n (&t, 4, in, 1, out), ZI_ERR_UNSUPPORTED);
     //  unknown sizes while planning
     zi_tensor_t unknown;
     zi_tensor_init_view (&unknown, ZI_DT_I64, 1, (int64_t[]){2}, NULL, 16);
     zi_tensor_t *pin[4] = {in[0], NULL, NULL, &unknown};
-    t_init (&t, "Resize");
-    cr_assert_eq (t_run (&t, 4, pin, 1, out), ZI_OP_NEEDS_VALUE);
+    zt_node_init (&t, "Resize", 0, 0);
+    cr_assert_eq (zt_run_n (&t, 4, pin, 1, out), ZI_OP_NEEDS_VALUE);
     //  wrong number of sizes, zero / negative scales
     zi_tensor_destroy (&in[3]);
-    in[3] = t_i64 (1, (int64_t[]){2});
-    cr_assert_lt (t_run (&t, 4, in, 1, out), 0);
+    in[3] = zt_i64_vec (1, (int64_t[]){2});
+    cr_assert_lt (zt_run_n (&t, 4, in, 1, out), 0);
     float bad[2] = {1, -2};
-    in[2] = t_new (ZI_DT_F32, 1, (int64_t[]){2}, bad);
-    cr_assert_lt (t_run (&t, 3, in, 1, out), 0);
+    in[2] = zt_tensor_of (ZI_DT_F32, 1, (int64_t[]){2}, bad);
+    cr_assert_lt (zt_run_n (&t, 3, in, 1, out), 0);
     zi_tensor_destroy (&in[2]);
     zi_tensor_destroy (&in[3]);
     zi_tensor_destroy (&in[0]);
@@ -1514,38 +1344,38 @@ Test (ops_shape, resize_sizes_1d_linear_int_nearest_and_rejections)
 Test (ops_shape, resize10_and_upsample_nearest)
 {
     //  Upsample-9, scales input: the ONNX example
-    t_node_t t;
-    t_init (&t, "Upsample");
-    t_string (&t, "mode", "nearest");
+    zt_node_t t;
+    zt_node_init (&t, "Upsample", 0, 0);
+    zt_str (&t, "mode", "nearest");
     float sc[4] = {1, 1, 2, 3};
-    zi_tensor_t *in[2] = {t_new (ZI_DT_F32, 4, (int64_t[]){1, 1, 2, 2},
+    zi_tensor_t *in[2] = {zt_tensor_of (ZI_DT_F32, 4, (int64_t[]){1, 1, 2, 2},
                                  (float[]){1, 2, 3, 4}),
-                          t_new (ZI_DT_F32, 1, (int64_t[]){4}, sc)};
+                          zt_tensor_of (ZI_DT_F32, 1, (int64_t[]){4}, sc)};
     zi_tensor_t *out[1];
-    cr_assert_eq (t_run (&t, 2, in, 1, out), 0, "%s", t.err);
+    cr_assert_eq (zt_run_n (&t, 2, in, 1, out), 0, "%s", t.err);
     float ref[24] = {1, 1, 1, 2, 2, 2, 1, 1, 1, 2, 2, 2,
                      3, 3, 3, 4, 4, 4, 3, 3, 3, 4, 4, 4};
-    t_expect_shape (out[0], 4, (int64_t[]){1, 1, 4, 6});
+    zt_expect_shape (out[0], 4, (int64_t[]){1, 1, 4, 6});
     t_expect_f32 (out[0], ref, 24, 0);
     zi_tensor_destroy (&out[0]);
     //  Upsample-7: scales attribute; Resize-10: same answer
-    t_init (&t, "Upsample");
-    t_floats (&t, "scales", 4, sc);
-    cr_assert_eq (t_run (&t, 1, in, 1, out), 0, "%s", t.err);
+    zt_node_init (&t, "Upsample", 0, 0);
+    zt_floats (&t, "scales", 4, sc);
+    cr_assert_eq (zt_run_n (&t, 1, in, 1, out), 0, "%s", t.err);
     t_expect_f32 (out[0], ref, 24, 0);
     zi_tensor_destroy (&out[0]);
-    t_init (&t, "Resize");
-    t_int (&t, "__opset", 10);
-    cr_assert_eq (t_run (&t, 2, in, 1, out), 0, "%s", t.err);
+    zt_node_init (&t, "Resize", 0, 0);
+    zt_int (&t, "__opset", 10);
+    cr_assert_eq (zt_run_n (&t, 2, in, 1, out), 0, "%s", t.err);
     t_expect_f32 (out[0], ref, 24, 0);
     zi_tensor_destroy (&out[0]);
     //  Upsample linear (asymmetric): 1,2 -> 1, 1.5, 2, 2
-    t_init (&t, "Upsample");
-    t_string (&t, "mode", "linear");
+    zt_node_init (&t, "Upsample", 0, 0);
+    zt_str (&t, "mode", "linear");
     float sc2[4] = {1, 1, 1, 2};
     zi_tensor_destroy (&in[1]);
-    in[1] = t_new (ZI_DT_F32, 1, (int64_t[]){4}, sc2);
-    cr_assert_eq (t_run (&t, 2, in, 1, out), 0, "%s", t.err);
+    in[1] = zt_tensor_of (ZI_DT_F32, 1, (int64_t[]){4}, sc2);
+    cr_assert_eq (zt_run_n (&t, 2, in, 1, out), 0, "%s", t.err);
     t_expect_f32 (out[0], (float[]){1, 1.5f, 2, 2, 3, 3.5f, 4, 4}, 8, 1e-6f);
     zi_tensor_destroy (&out[0]);
     zi_tensor_destroy (&in[0]);
@@ -1562,27 +1392,27 @@ Test (ops_shape, value_dependent_infer_needs_value)
     zi_tensor_t *out[1];
     const char *ops[] = {"Expand", "Tile", "Squeeze", "Unsqueeze", "Pad"};
     for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
-        t_node_t t;
-        t_init (&t, ops[i]);
+        zt_node_t t;
+        zt_node_init (&t, ops[i], 0, 0);
         zi_tensor_t *in[2] = {x, &unknown};
-        cr_assert_eq (t_run (&t, 2, in, 1, out), ZI_OP_NEEDS_VALUE, "%s", ops[i]);
+        cr_assert_eq (zt_run_n (&t, 2, in, 1, out), ZI_OP_NEEDS_VALUE, "%s", ops[i]);
     }
-    t_node_t t;
-    t_init (&t, "Slice");
+    zt_node_t t;
+    zt_node_init (&t, "Slice", 0, 0);
     zi_tensor_t *sin[3] = {x, &unknown, &unknown};
-    cr_assert_eq (t_run (&t, 3, sin, 1, out), ZI_OP_NEEDS_VALUE);
-    t_init (&t, "ConstantOfShape");
+    cr_assert_eq (zt_run_n (&t, 3, sin, 1, out), ZI_OP_NEEDS_VALUE);
+    zt_node_init (&t, "ConstantOfShape", 0, 0);
     zi_tensor_t *cin[1] = {&unknown};
-    cr_assert_eq (t_run (&t, 1, cin, 1, out), ZI_OP_NEEDS_VALUE);
+    cr_assert_eq (zt_run_n (&t, 1, cin, 1, out), ZI_OP_NEEDS_VALUE);
     zi_tensor_t us;
     zi_tensor_init_view (&us, ZI_DT_I64, 0, NULL, NULL, 8);
-    t_init (&t, "Range");
+    zt_node_init (&t, "Range", 0, 0);
     zi_tensor_t *rin[3] = {&us, &us, &us};
-    cr_assert_eq (t_run (&t, 3, rin, 1, out), ZI_OP_NEEDS_VALUE);
-    t_init (&t, "Split");
+    cr_assert_eq (zt_run_n (&t, 3, rin, 1, out), ZI_OP_NEEDS_VALUE);
+    zt_node_init (&t, "Split", 0, 0);
     zi_tensor_t *spin[2] = {x, &unknown};
     zi_tensor_t *sout[2];
-    cr_assert_eq (t_run (&t, 2, spin, 2, sout), ZI_OP_NEEDS_VALUE);
+    cr_assert_eq (zt_run_n (&t, 2, spin, 2, sout), ZI_OP_NEEDS_VALUE);
     zi_tensor_destroy (&x);
 }
 
@@ -1592,17 +1422,17 @@ Test (ops_shape, depth_to_space_modes_and_space_to_depth_roundtrip)
 {
     int64_t n = 2, c = 8, h = 3, w = 5, b = 2, c2 = 2;
     for (int crd = 0; crd < 2; crd++) {
-        t_node_t t;
-        t_init (&t, "DepthToSpace");
-        t_int (&t, "blocksize", b);
-        t_string (&t, "mode", crd ? "CRD" : "DCR");
+        zt_node_t t;
+        zt_node_init (&t, "DepthToSpace", 0, 0);
+        zt_int (&t, "blocksize", b);
+        zt_str (&t, "mode", crd ? "CRD" : "DCR");
         zi_tensor_t *x = t_iota (4, (int64_t[]){n, c, h, w});
         zi_tensor_t *in[1] = {x}, *out[1];
-        cr_assert_eq (t_run (&t, 1, in, 1, out), 0, "%s", t.err);
-        t_expect_shape (out[0], 4, (int64_t[]){n, c2, h * b, w * b});
+        cr_assert_eq (zt_run_n (&t, 1, in, 1, out), 0, "%s", t.err);
+        zt_expect_shape (out[0], 4, (int64_t[]){n, c2, h * b, w * b});
         //  the spec's formulas, element by element
         int64_t pos[4] = {0}, ys[4] = {n, c2, h * b, w * b};
-        for (int64_t e = 0; e < zi_tensor_count (out[0]); e++, t_next (4, ys, pos)) {
+        for (int64_t e = 0; e < zi_tensor_count (out[0]); e++, zt_next (4, ys, pos)) {
             int64_t bi = pos[2] % b, bj = pos[3] % b;
             int64_t ch = crd ? pos[1] * b * b + bi * b + bj
                              : (bi * b + bj) * c2 + pos[1];
@@ -1612,44 +1442,44 @@ Test (ops_shape, depth_to_space_modes_and_space_to_depth_roundtrip)
         }
         if (!crd) {
             //  SpaceToDepth undoes DCR DepthToSpace
-            t_node_t s;
-            t_init (&s, "SpaceToDepth");
-            t_int (&s, "blocksize", b);
+            zt_node_t s;
+            zt_node_init (&s, "SpaceToDepth", 0, 0);
+            zt_int (&s, "blocksize", b);
             zi_tensor_t *sin[1] = {out[0]}, *back[1];
-            cr_assert_eq (t_run (&s, 1, sin, 1, back), 0, "%s", s.err);
-            t_expect_shape (back[0], 4, (int64_t[]){n, c, h, w});
+            cr_assert_eq (zt_run_n (&s, 1, sin, 1, back), 0, "%s", s.err);
+            zt_expect_shape (back[0], 4, (int64_t[]){n, c, h, w});
             cr_assert_eq (memcmp (back[0]->data, x->data, x->nbytes), 0);
             zi_tensor_destroy (&back[0]);
         }
         zi_tensor_destroy (&out[0]);
         zi_tensor_destroy (&x);
     }
-    t_node_t t;
-    t_init (&t, "DepthToSpace");
-    t_int (&t, "blocksize", 3);
+    zt_node_t t;
+    zt_node_init (&t, "DepthToSpace", 0, 0);
+    zt_int (&t, "blocksize", 3);
     zi_tensor_t *in[1] = {t_iota (4, (int64_t[]){1, 8, 2, 2})}, *out[1];
-    cr_assert_lt (t_run (&t, 1, in, 1, out), 0);
-    t_init (&t, "DepthToSpace");    //  no blocksize
-    cr_assert_eq (t_run (&t, 1, in, 1, out), ZI_ERR_MALFORMED);
+    cr_assert_lt (zt_run_n (&t, 1, in, 1, out), 0);
+    zt_node_init (&t, "DepthToSpace", 0, 0);    //  no blocksize
+    cr_assert_eq (zt_run_n (&t, 1, in, 1, out), ZI_ERR_MALFORMED);
     zi_tensor_destroy (&in[0]);
 }
 
 Test (ops_shape, nonzero_coordinates_and_needs_value)
 {
     float v[6] = {0, 3, -0.0f, 0, 5, 1};
-    zi_tensor_t *x = t_new (ZI_DT_F32, 2, (int64_t[]){2, 3}, v);
-    t_node_t t;
-    t_init (&t, "NonZero");
+    zi_tensor_t *x = zt_tensor_of (ZI_DT_F32, 2, (int64_t[]){2, 3}, v);
+    zt_node_t t;
+    zt_node_init (&t, "NonZero", 0, 0);
     zi_tensor_t *in[1] = {x}, *out[1];
-    cr_assert_eq (t_run (&t, 1, in, 1, out), 0, "%s", t.err);
-    t_expect_shape (out[0], 2, (int64_t[]){2, 3});
+    cr_assert_eq (zt_run_n (&t, 1, in, 1, out), 0, "%s", t.err);
+    zt_expect_shape (out[0], 2, (int64_t[]){2, 3});
     int64_t ref[6] = {0, 1, 1, 1, 1, 2};    //  rows, then columns
     cr_assert_eq (memcmp (out[0]->data, ref, sizeof ref), 0);
     zi_tensor_destroy (&out[0]);
     zi_tensor_t unknown;
     zi_tensor_init_view (&unknown, ZI_DT_F32, 1, (int64_t[]){2}, NULL, 8);
     in[0] = &unknown;
-    cr_assert_eq (t_run (&t, 1, in, 1, out), ZI_OP_NEEDS_VALUE);
+    cr_assert_eq (zt_run_n (&t, 1, in, 1, out), ZI_OP_NEEDS_VALUE);
     zi_tensor_destroy (&x);
 }
 
@@ -1657,24 +1487,24 @@ Test (ops_shape, compress_with_and_without_axis)
 {
     zi_tensor_t *x = t_iota (2, (int64_t[]){3, 2});
     uint8_t cv[3] = {0, 1, 1};
-    zi_tensor_t *cond = t_new (ZI_DT_BOOL, 1, (int64_t[]){3}, cv);
+    zi_tensor_t *cond = zt_tensor_of (ZI_DT_BOOL, 1, (int64_t[]){3}, cv);
     zi_tensor_t *in[2] = {x, cond}, *out[1];
-    t_node_t t;
-    t_init (&t, "Compress");
-    t_int (&t, "axis", 0);
-    cr_assert_eq (t_run (&t, 2, in, 1, out), 0, "%s", t.err);
-    t_expect_shape (out[0], 2, (int64_t[]){2, 2});
+    zt_node_t t;
+    zt_node_init (&t, "Compress", 0, 0);
+    zt_int (&t, "axis", 0);
+    cr_assert_eq (zt_run_n (&t, 2, in, 1, out), 0, "%s", t.err);
+    zt_expect_shape (out[0], 2, (int64_t[]){2, 2});
     t_expect_f32 (out[0], (float[]){2, 3, 4, 5}, 4, 0);
     zi_tensor_destroy (&out[0]);
     //  flattened, with a short condition
-    t_init (&t, "Compress");
-    cr_assert_eq (t_run (&t, 2, in, 1, out), 0, "%s", t.err);
+    zt_node_init (&t, "Compress", 0, 0);
+    cr_assert_eq (zt_run_n (&t, 2, in, 1, out), 0, "%s", t.err);
     t_expect_f32 (out[0], (float[]){1, 2}, 2, 0);
     zi_tensor_destroy (&out[0]);
     //  a condition longer than the axis is an error
-    t_init (&t, "Compress");
-    t_int (&t, "axis", 1);
-    cr_assert_lt (t_run (&t, 2, in, 1, out), 0);
+    zt_node_init (&t, "Compress", 0, 0);
+    zt_int (&t, "axis", 1);
+    cr_assert_lt (zt_run_n (&t, 2, in, 1, out), 0);
     zi_tensor_destroy (&cond);
     zi_tensor_destroy (&x);
 }
@@ -1682,26 +1512,26 @@ Test (ops_shape, compress_with_and_without_axis)
 Test (ops_shape, onehot_axes_negative_and_out_of_range_indices)
 {
     int64_t iv[3] = {1, -1, 7};
-    zi_tensor_t *idx = t_new (ZI_DT_I64, 1, (int64_t[]){3}, iv);
+    zi_tensor_t *idx = zt_tensor_of (ZI_DT_I64, 1, (int64_t[]){3}, iv);
     zi_tensor_t *depth = t_scalar_f (3);
-    zi_tensor_t *vals = t_new (ZI_DT_F32, 1, (int64_t[]){2}, (float[]){-1, 5});
+    zi_tensor_t *vals = zt_tensor_of (ZI_DT_F32, 1, (int64_t[]){2}, (float[]){-1, 5});
     zi_tensor_t *in[3] = {idx, depth, vals}, *out[1];
-    t_node_t t;
-    t_init (&t, "OneHot");
-    cr_assert_eq (t_run (&t, 3, in, 1, out), 0, "%s", t.err);
-    t_expect_shape (out[0], 2, (int64_t[]){3, 3});
+    zt_node_t t;
+    zt_node_init (&t, "OneHot", 0, 0);
+    cr_assert_eq (zt_run_n (&t, 3, in, 1, out), 0, "%s", t.err);
+    zt_expect_shape (out[0], 2, (int64_t[]){3, 3});
     t_expect_f32 (out[0], (float[]){-1, 5, -1, -1, -1, 5, -1, -1, -1}, 9, 0);
     zi_tensor_destroy (&out[0]);
-    t_init (&t, "OneHot");
-    t_int (&t, "axis", 0);
-    cr_assert_eq (t_run (&t, 3, in, 1, out), 0, "%s", t.err);
-    t_expect_shape (out[0], 2, (int64_t[]){3, 3});
+    zt_node_init (&t, "OneHot", 0, 0);
+    zt_int (&t, "axis", 0);
+    cr_assert_eq (zt_run_n (&t, 3, in, 1, out), 0, "%s", t.err);
+    zt_expect_shape (out[0], 2, (int64_t[]){3, 3});
     t_expect_f32 (out[0], (float[]){-1, -1, -1, 5, -1, -1, -1, 5, -1}, 9, 0);
     zi_tensor_destroy (&out[0]);
     *(float *) depth->data = 0;
-    cr_assert_lt (t_run (&t, 3, in, 1, out), 0);
+    cr_assert_lt (zt_run_n (&t, 3, in, 1, out), 0);
     *(float *) depth->data = 1e12f;
-    cr_assert_eq (t_run (&t, 3, in, 1, out), ZI_ERR_LIMIT);
+    cr_assert_eq (zt_run_n (&t, 3, in, 1, out), ZI_ERR_LIMIT);
     zi_tensor_destroy (&idx);
     zi_tensor_destroy (&depth);
     zi_tensor_destroy (&vals);
@@ -1712,20 +1542,20 @@ Test (ops_shape, eyelike_dtype_and_k)
     zi_tensor_t *x = t_iota (2, (int64_t[]){3, 4});
     zi_tensor_t *in[1] = {x}, *out[1];
     for (int64_t k = -4; k <= 5; k++) {
-        t_node_t t;
-        t_init (&t, "EyeLike");
-        t_int (&t, "k", k);
-        t_int (&t, "dtype", ZI_DT_I32);
-        cr_assert_eq (t_run (&t, 1, in, 1, out), 0, "%s", t.err);
+        zt_node_t t;
+        zt_node_init (&t, "EyeLike", 0, 0);
+        zt_int (&t, "k", k);
+        zt_int (&t, "dtype", ZI_DT_I32);
+        cr_assert_eq (zt_run_n (&t, 1, in, 1, out), 0, "%s", t.err);
         cr_assert_eq (out[0]->dtype, ZI_DT_I32);
         for (int64_t e = 0; e < 12; e++) {
             cr_assert_eq (((int32_t *) out[0]->data)[e], (e % 4) - (e / 4) == k);
         }
         zi_tensor_destroy (&out[0]);
     }
-    t_node_t t;
-    t_init (&t, "EyeLike");
-    t_int (&t, "dtype", 8);     //  string
-    cr_assert_eq (t_run (&t, 1, in, 1, out), ZI_ERR_UNSUPPORTED);
+    zt_node_t t;
+    zt_node_init (&t, "EyeLike", 0, 0);
+    zt_int (&t, "dtype", 8);     //  string
+    cr_assert_eq (zt_run_n (&t, 1, in, 1, out), ZI_ERR_UNSUPPORTED);
     zi_tensor_destroy (&x);
 }

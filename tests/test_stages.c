@@ -84,10 +84,21 @@ s_spawn (const char *program, const char *plan, const char *name, const char *ex
     char bin[512], log[256];
     snprintf (bin, sizeof bin, "%s/%s", ZI_BINARY_DIR, program);
     snprintf (log, sizeof log, "%s/%s.log", s_dir, log_name);
+    //  A slot first: a child is recorded (for s_cleanup, the fini hook) as
+    //  soon as it exists, and PDEATHSIG covers a test process that dies.
+    int slot = 0;
+    while (slot < S_MAX_CHILDREN && s_children[slot] != 0) {
+        slot++;
+    }
+    cr_assert_lt (slot, S_MAX_CHILDREN, "too many children");
+    pid_t parent = getpid ();
     pid_t pid = fork ();
     cr_assert_geq (pid, 0);
     if (pid == 0) {
         prctl (PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid () != parent) {
+            _exit (127);        //  the test died before prctl
+        }
         int fd = open (log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         if (fd >= 0) {
             dup2 (fd, 2);
@@ -113,13 +124,7 @@ s_spawn (const char *program, const char *plan, const char *name, const char *ex
         execv (bin, (char **) argv);
         _exit (127);
     }
-    for (int i = 0; i < S_MAX_CHILDREN; i++) {
-        if (s_children[i] == 0) {
-            s_children[i] = pid;
-            return pid;
-        }
-    }
-    cr_assert_fail ("too many children");
+    s_children[slot] = pid;
     return pid;
 }
 

@@ -3,10 +3,11 @@
 
     Every process test builds its plan with the zi_plan API (a model cut in
     two at a node boundary, ipc:// endpoints in a fresh temporary
-    directory), starts zinfer-exec with posix_spawn, and waits on events (a
+    directory), starts zinfer-exec (s_spawn), and waits on events (a
     message, a log line, the child's exit) with deadlines, never on fixed
     sleeps. Children are killed and reaped by the suite's fini hook, which
-    Criterion runs also when an assertion fails.
+    Criterion runs also when an assertion fails, and get SIGKILL
+    (PR_SET_PDEATHSIG) when the test process dies in any other way.
     // ctest-timeout: 180
 */
 #define _GNU_SOURCE        //  nftw
@@ -17,10 +18,10 @@
 #include <ftw.h>
 #include <math.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -31,8 +32,6 @@
 #include "zi_plan.h"
 #include "zi_planner.h"
 #include "zi_worker.h"
-
-extern char **environ;
 
 #define EXEC_BINARY ZI_BINARY_DIR "/zinfer-exec"
 #define SMALL_MLP "tests/models/small_mlp"
@@ -228,7 +227,10 @@ s_make_plan (const s_plan_opts_t *o, char *path_out, size_t path_len)
 }
 
 //  Start zinfer-exec with these arguments; stderr and stdout go to
-//  <dir>/<log>.
+//  <dir>/<log>. The child is recorded before anything can fail, so that
+//  s_teardown (the fini hook, which also runs after a failed assertion)
+//  kills and reaps it; and it gets SIGKILL when this process dies, so that
+//  not even a test killed by a timeout or a crash leaves a worker running.
 static pid_t
 s_spawn (const char *log, const char *const *args)
 {
@@ -240,16 +242,34 @@ s_spawn (const char *log, const char *const *args)
         argv[argc] = (char *) args[argc - 1];
     }
     argv[argc] = NULL;
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init (&fa);
-    posix_spawn_file_actions_addopen (&fa, 2, log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2 (&fa, 2, 1);
-    pid_t pid = 0;
-    int rc = posix_spawn (&pid, EXEC_BINARY, &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy (&fa);
-    cr_assert_eq (rc, 0, "posix_spawn %s: %s", EXEC_BINARY, strerror (rc));
-    cr_assert_lt (s_n_children, 8);
-    s_children[s_n_children++] = pid;
+    int slot = 0;
+    while (slot < s_n_children && s_children[slot] > 0) {
+        slot++;
+    }
+    cr_assert_lt (slot, 8, "too many children");
+    pid_t parent = getpid ();
+    pid_t pid = fork ();
+    cr_assert_geq (pid, 0, "fork: %s", strerror (errno));
+    if (pid == 0) {
+        prctl (PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid () != parent) {
+            _exit (127);        //  the test died before prctl
+        }
+        int fd = open (log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) {
+            dup2 (fd, 2);
+            dup2 (fd, 1);
+        }
+        for (int i = 3; i < 1024; i++) {
+            close (i);
+        }
+        execv (EXEC_BINARY, argv);
+        _exit (127);
+    }
+    s_children[slot] = pid;
+    if (slot == s_n_children) {
+        s_n_children++;
+    }
     return pid;
 }
 
