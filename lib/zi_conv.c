@@ -538,13 +538,6 @@ zi_conv_direct (float *y, int64_t ldy, const float *xp, const int32_t *koff,
     for (int64_t m = m0; m < m1; m += S_MR) {
         int mr = m1 - m < S_MR ? (int) (m1 - m) : S_MR;
         for (int64_t v = v0; v < v1; v += unit) {
-            if (v1 - v < unit && v1 - v0 >= unit) {
-                //  A short last tile would run at a fraction of the fma
-                //  rate (its broadcasts are not shared by 3 panels): end
-                //  it at v1 instead, recomputing (identically) a few
-                //  pixels of the tile before.
-                v = v1 - unit;
-            }
             int64_t ncols = v1 - v < unit ? v1 - v : unit;
             int V = (int) ((ncols + ZI_CONV_PANEL - 1) / ZI_CONV_PANEL);
             s_dtiles[mr - 1][V - 1](y + (m - m0) * ldy + (v - v0), ldy,

@@ -98,10 +98,11 @@ int zi_nn_conv_act_maxpool (zi_kctx_t *ctx, zi_nn_act_t act);
 //  dilation 1 kind, without Indices, that zi_nn_conv_act_maxpool fuses.
 bool zi_nn_maxpool_fusable (const zi_node_t *node);
 
-//  x (planes, iH, iW) -> y (planes, iH / 2, iW / 2): float32 2x2 / stride 2
-//  max pooling, exactly as the MaxPool op computes it.
-void zi_nn_maxpool_2x2_f32 (float *y, const float *x, int64_t planes,
-                            int64_t iH, int64_t iW);
+//  x (planes, iH, iW) -> y (planes, iH / 2, iW / 2), y's planes ystride
+//  floats apart: float32 2x2 / stride 2 max pooling, exactly as the
+//  MaxPool op computes it.
+void zi_nn_maxpool_2x2_f32 (float *y, int64_t ystride, const float *x,
+                            int64_t planes, int64_t iH, int64_t iW);
 
 //  Same for a Gemm node: Y = act (alpha A' B' + beta C).
 int zi_nn_gemm_act (zi_kctx_t *ctx, zi_nn_act_t act);

@@ -476,10 +476,8 @@ s_conv_task (void *arg, int64_t t0, int64_t t1, int thread)
                             &job->sh, v0, v1, job->act);
             float *yp = job->Y + (n * cv->M + gi * cv->Mg + m0) * psz
                         + v0 / oW / 2 * pW;
-            for (int64_t m = m0; m < m1; m++, yp += psz) {
-                zi_nn_maxpool_2x2_f32 (yp, tmp + (m - m0) * (v1 - v0), 1,
-                                       (v1 - v0) / oW, oW);
-            }
+            zi_nn_maxpool_2x2_f32 (yp, psz, tmp, m1 - m0, (v1 - v0) / oW,
+                                   oW);
         }
         else {
             int64_t c = r / job->nm, part = r % job->nm;
@@ -511,7 +509,7 @@ s_pool_task (void *arg, int64_t p0, int64_t p1, int thread)
     (void) thread;
     const s_pool_job_t *j = (const s_pool_job_t *) arg;
     const int64_t psz = j->iH / 2 * (j->iW / 2);
-    zi_nn_maxpool_2x2_f32 (j->y + p0 * psz, j->x + p0 * j->iH * j->iW,
+    zi_nn_maxpool_2x2_f32 (j->y + p0 * psz, psz, j->x + p0 * j->iH * j->iW,
                            p1 - p0, j->iH, j->iW);
 }
 

@@ -301,14 +301,15 @@ s_maxpool_is_2x2 (const zi_nn_geom_t *g)
            && 2 * g->out[2] <= g->in[2];
 }
 
-//  x (planes, iH, iW) -> y (planes, oH, oW)
+//  x (planes, iH, iW) -> y (planes, oH, oW), y's planes ystride floats
+//  apart
 static void
-s_maxpool_2x2 (float *y, const float *x, int64_t planes,
+s_maxpool_2x2 (float *y, int64_t ystride, const float *x, int64_t planes,
                const zi_nn_geom_t *g)
 {
     const int64_t iH = g->in[1], iW = g->in[2];
     const int64_t oH = g->out[1], oW = g->out[2];
-    for (int64_t p = 0; p < planes; p++) {
+    for (int64_t p = 0; p < planes; p++, y += ystride - oH * oW) {
         for (int64_t oh = 0; oh < oH; oh++, y += oW) {
             const float *r0 = x + (p * iH + 2 * oh) * iW, *r1 = r0 + iW;
             for (int64_t o = 0; o < oW; o++) {
@@ -329,8 +330,8 @@ s_maxpool_2x2 (float *y, const float *x, int64_t planes,
 //  As s_maxpool_2x2, 16 outputs per step: the even and odd taps of 32
 //  inputs are split with one permute each.
 __attribute__ ((target ("avx512f"))) static void
-s_maxpool_2x2_avx512 (float *y, const float *x, int64_t planes,
-                      const zi_nn_geom_t *g)
+s_maxpool_2x2_avx512 (float *y, int64_t ystride, const float *x,
+                      int64_t planes, const zi_nn_geom_t *g)
 {
     const int64_t iH = g->in[1], iW = g->in[2];
     const int64_t oH = g->out[1], oW = g->out[2];
@@ -339,7 +340,7 @@ s_maxpool_2x2_avx512 (float *y, const float *x, int64_t planes,
     const __m512i odd = _mm512_set_epi32 (31, 29, 27, 25, 23, 21, 19, 17, 15,
                                           13, 11, 9, 7, 5, 3, 1);
     const __m512 lowest = _mm512_set1_ps (-INFINITY);
-    for (int64_t p = 0; p < planes; p++) {
+    for (int64_t p = 0; p < planes; p++, y += ystride - oH * oW) {
         for (int64_t oh = 0; oh < oH; oh++, y += oW) {
             const float *r0 = x + (p * iH + 2 * oh) * iW, *r1 = r0 + iW;
             for (int64_t o = 0; o < oW; o += 16) {
@@ -405,8 +406,8 @@ zi_nn_maxpool_fusable (const zi_node_t *node)
 }
 
 void
-zi_nn_maxpool_2x2_f32 (float *y, const float *x, int64_t planes, int64_t iH,
-                       int64_t iW)
+zi_nn_maxpool_2x2_f32 (float *y, int64_t ystride, const float *x,
+                       int64_t planes, int64_t iH, int64_t iW)
 {
     zi_nn_geom_t g = {.nd = 2,
                       .in = {1, iH, iW},
@@ -416,11 +417,11 @@ zi_nn_maxpool_2x2_f32 (float *y, const float *x, int64_t planes, int64_t iH,
                       .d = {1, 1, 1}};
 #if S_HAVE_AVX512_POOL
     if (zi_conv_avx512 ()) {
-        s_maxpool_2x2_avx512 (y, x, planes, &g);
+        s_maxpool_2x2_avx512 (y, ystride, x, planes, &g);
         return;
     }
 #endif
-    s_maxpool_2x2 (y, x, planes, &g);
+    s_maxpool_2x2 (y, ystride, x, planes, &g);
 }
 
 //  Plane ranges of a MaxPool over the pool's threads.
@@ -462,11 +463,11 @@ s_maxpool_task (void *arg, int64_t p0, int64_t p1, int thread)
             }
 #if S_HAVE_AVX512_POOL
             else if (zi_conv_avx512 ()) {
-                s_maxpool_2x2_avx512 (y, x, np, g);
+                s_maxpool_2x2_avx512 (y, osz, x, np, g);
             }
 #endif
             else {
-                s_maxpool_2x2 (y, x, np, g);
+                s_maxpool_2x2 (y, osz, x, np, g);
             }
             break;
         }
