@@ -3,11 +3,13 @@
     Conv picks one path per node from its shape alone (never from the
     thread count, so a node computes the same bits however it is split):
 
-      * AVX-512, stride 1 in H and W, 1-D / 2-D (the bulk of a CNN): the
-        padded-input engine of zi_conv.h. Each (image, group) is copied once
-        into zero-padded planes, and a microkernel of 8 output channels x 48
-        pixels reads its columns straight from them (no im2col), with bias
-        and activation applied in registers;
+      * AVX-512, stride 1 in H, 1-D / 2-D (the bulk of a CNN): the
+        shifted-copy engine of zi_conv.h. Each chunk of output rows gets
+        one copy of the input rows it reads per kernel column, shifted and
+        zero-padded, and a microkernel of 8 output channels x 48 pixels
+        reads its columns straight from them (no im2col), with bias and
+        activation applied in registers; a fused 2x2 MaxPool pools each
+        chunk while it is in cache;
       * AVX-512, other strides / 3-D: im2col packed into 16-pixel panels
         per chunk of output pixels (zi_conv_pack) and the same microkernel;
       * depthwise (groups of one input channel, also with a channel
@@ -320,7 +322,7 @@ s_conv_direct (float *y, const float *x, const float *w, const float *bias,
 //  Y and computes each element the same way whatever the split, so the
 //  result does not depend on the number of threads.
 typedef enum {
-    S_PATH_VIRT,        //  AVX-512, stride 1: as PACKED, virtual pixels
+    S_PATH_VIRT,        //  AVX-512, stride 1 in H: shifted copies
     S_PATH_PACKED,      //  AVX-512: (image, group, pixel chunk, channel part)
     S_PATH_IM2COL,      //  portable: (image, group, output-row chunk)
     S_PATH_POINTWISE,   //  portable 1x1: (image, group), one sgemm
@@ -335,12 +337,12 @@ typedef struct {
     float *Y;
     zi_nn_act_t act;
     int64_t nchunk, chunk;      //  chunks per (image, group) and their size:
-                                //  virtual pixels (VIRT), pixels (PACKED)
+                                //  pixels (VIRT, PACKED)
                                 //  or output rows q (IM2COL)
     int64_t nm, mstep;          //  VIRT, PACKED: channel parts, and
                                 //  channels per part
     const int64_t *kr;          //  DIRECT: valid column range per kw
-    int32_t *koff;              //  VIRT: offset of each k into a padded copy
+    int32_t *koff;              //  VIRT: offset of each k into the copies
     int64_t npix;               //  VIRT: pixels computed per (image, group)
     bool pool;                  //  VIRT: Y is the 2x2-max-pooled output;
                                 //  chunks are whole pairs of rows
@@ -352,7 +354,7 @@ typedef struct {
 //  most maxtiles microkernel tiles (3 panels; at least one), and its Mg
 //  output channels into parts, so that nthr threads get even shares: split
 //  the channels first when the pairs alone give too few tasks (they share
-//  one pack or padded copy), then add chunks until the task count is a
+//  one pack or copy), then add chunks until the task count is a
 //  multiple of nthr or at least 8 per thread.
 static void
 s_split (s_job_t *job, int64_t base, int64_t npix, int64_t maxtiles,
@@ -384,9 +386,9 @@ s_split (s_job_t *job, int64_t base, int64_t npix, int64_t maxtiles,
     job->mstep = step;
 }
 
-//  The padded-input path when the shape allows it: chunks of virtual
-//  pixels of about 16 microkernel tiles, each padded per task into the
-//  thread's scratch (so the copy is still in cache when it is read).
+//  The shifted-copy path when the shape allows it: chunks of output pixels
+//  of about 16 microkernel tiles, each copied per task into the thread's
+//  scratch (so the copy is still in cache when it is read).
 //  With a fused 2x2 MaxPool, only the 2 (oH / 2) rows the pool reads are
 //  computed, in chunks of whole row pairs.
 static bool
