@@ -39,6 +39,8 @@
 #include "zi_planner.h"
 #include "zi_worker.h"
 
+#include "zt_spawn.h"
+
 #define MODEL_DIR ZI_SOURCE_DIR "/tests/models/identity_bias"
 #define MODEL MODEL_DIR "/identity_bias.onnx"
 #define ZINFER ZI_BINARY_DIR "/zinfer"
@@ -47,15 +49,6 @@
 //  Helpers
 
 static char s_dir[64];
-
-static int
-s_rm (const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void) st;
-    (void) flag;
-    (void) ftw;
-    return remove (path);
-}
 
 static void
 s_setup (void)
@@ -68,7 +61,7 @@ static void
 s_teardown (void)
 {
     if (*s_dir) {
-        nftw (s_dir, s_rm, 16, FTW_DEPTH | FTW_PHYS);
+        zt_rm_tree (s_dir);
         *s_dir = 0;
     }
 }

@@ -43,6 +43,7 @@
 #include "zi_onnx.h"
 #include "zi_plan.h"
 #include "zi_transform.h"
+#include "zt_spawn.h"
 
 #define S_FASHION ZI_SOURCE_DIR "/examples/fashion-mnist/model.onnx"
 #define S_TRANSFORMER ZI_SOURCE_DIR "/tests/models/transformer_block"
@@ -155,23 +156,8 @@ s_up_start (void)
     char log[256], exe[512];
     snprintf (log, sizeof log, "%s/up.log", s_tmp);
     snprintf (exe, sizeof exe, "%s/zinfer", ZI_BINARY_DIR);
-    pid_t parent = getpid ();
-    s_up = fork ();
-    cr_assert_geq (s_up, 0);
-    if (s_up == 0) {
-        prctl (PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid () != parent) {
-            _exit (127);
-        }
-        int fd = open (log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        dup2 (fd, 1);
-        dup2 (fd, 2);
-        for (int i = 3; i < 1024; i++) {
-            close (i);
-        }
-        execl (exe, exe, "up", s_plan_path, (char *)NULL);
-        _exit (127);
-    }
+    char *argv[] = { exe, (char *)"up", s_plan_path, NULL };
+    s_up = zt_fork_exec (log, true, argv);
     char err[512];
     s_client = zi_client_new (s_plan->broker.endpoints[ZI_PLAN_EP_FRONT].connect, err,
                               sizeof err);

@@ -28,6 +28,7 @@
 #include "zi_msg.h"
 #include "zi_plan.h"
 #include "zi_stage.h"
+#include "zt_spawn.h"
 
 //  ---------------------------------------------------------------------
 //  Children and the temp directory
@@ -91,39 +92,24 @@ s_spawn (const char *program, const char *plan, const char *name, const char *ex
         slot++;
     }
     cr_assert_lt (slot, S_MAX_CHILDREN, "too many children");
-    pid_t parent = getpid ();
-    pid_t pid = fork ();
-    cr_assert_geq (pid, 0);
-    if (pid == 0) {
-        prctl (PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid () != parent) {
-            _exit (127);        //  the test died before prctl
-        }
-        int fd = open (log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd >= 0) {
-            dup2 (fd, 2);
-            dup2 (fd, 1);
-        }
-        const char *argv[12];
-        int n = 0;
-        argv[n++] = bin;
-        if (plan) {
-            argv[n++] = "--plan";
-            argv[n++] = plan;
-        }
-        if (name) {
-            argv[n++] = "--name";
-            argv[n++] = name;
-        }
-        argv[n++] = "--log-level";
-        argv[n++] = "debug";
-        if (extra) {
-            argv[n++] = extra;
-        }
-        argv[n] = NULL;
-        execv (bin, (char **) argv);
-        _exit (127);
+    const char *argv[12];
+    int n = 0;
+    argv[n++] = bin;
+    if (plan) {
+        argv[n++] = "--plan";
+        argv[n++] = plan;
     }
+    if (name) {
+        argv[n++] = "--name";
+        argv[n++] = name;
+    }
+    argv[n++] = "--log-level";
+    argv[n++] = "debug";
+    if (extra) {
+        argv[n++] = extra;
+    }
+    argv[n] = NULL;
+    pid_t pid = zt_fork_exec (log, false, (char *const *) argv);
     s_children[slot] = pid;
     return pid;
 }

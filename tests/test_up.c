@@ -22,6 +22,7 @@
 
 #include "zi_plan.h"
 #include "zi_supervisor.h"
+#include "zt_spawn.h"
 
 static int64_t
 s_now_ms (void)
@@ -410,32 +411,16 @@ s_spawn_zinfer (const char *const *args)
 {
     char log[512];
     snprintf (log, sizeof log, "%s/up.log", s_tmp);
-    pid_t parent = getpid ();
-    pid_t pid = fork ();
-    cr_assert_geq (pid, 0);
-    if (pid == 0) {
-        prctl (PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid () != parent) {
-            _exit (127);
-        }
-        int fd = open (log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        dup2 (fd, 1);
-        dup2 (fd, 2);
-        for (int i = 3; i < 1024; i++) {
-            close (i);
-        }
-        char exe[512];
-        snprintf (exe, sizeof exe, "%s/zinfer", ZI_BINARY_DIR);
-        const char *argv[32] = { exe };
-        int n = 1;
-        while (args[n - 1] && n < 31) {
-            argv[n] = args[n - 1];
-            n++;
-        }
-        argv[n] = NULL;
-        execv (exe, (char **)argv);
-        _exit (127);
+    char exe[512];
+    snprintf (exe, sizeof exe, "%s/zinfer", ZI_BINARY_DIR);
+    const char *argv[32] = { exe };
+    int n = 1;
+    while (args[n - 1] && n < 31) {
+        argv[n] = args[n - 1];
+        n++;
     }
+    argv[n] = NULL;
+    pid_t pid = zt_fork_exec (log, true, (char *const *)argv);
     return pid;
 }
 

@@ -32,6 +32,7 @@
 #include "zi_plan.h"
 #include "zi_planner.h"
 #include "zi_worker.h"
+#include "zt_spawn.h"
 
 #define EXEC_BINARY ZI_BINARY_DIR "/zinfer-exec"
 #define SMALL_MLP "tests/models/small_mlp"
@@ -52,15 +53,6 @@ static struct {
 } s_stash[16];
 static int s_n_stash;
 
-
-static int
-s_rm (const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void) st;
-    (void) flag;
-    (void) ftw;
-    return remove (path);
-}
 
 static void
 s_setup (void)
@@ -87,7 +79,7 @@ s_teardown (void)
     }
     s_n_stash = 0;
     if (*s_dir) {
-        nftw (s_dir, s_rm, 16, FTW_DEPTH | FTW_PHYS);
+        zt_rm_tree (s_dir);
         *s_dir = 0;
     }
 }
@@ -247,25 +239,7 @@ s_spawn (const char *log, const char *const *args)
         slot++;
     }
     cr_assert_lt (slot, 8, "too many children");
-    pid_t parent = getpid ();
-    pid_t pid = fork ();
-    cr_assert_geq (pid, 0, "fork: %s", strerror (errno));
-    if (pid == 0) {
-        prctl (PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid () != parent) {
-            _exit (127);        //  the test died before prctl
-        }
-        int fd = open (log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd >= 0) {
-            dup2 (fd, 2);
-            dup2 (fd, 1);
-        }
-        for (int i = 3; i < 1024; i++) {
-            close (i);
-        }
-        execv (EXEC_BINARY, argv);
-        _exit (127);
-    }
+    pid_t pid = zt_fork_exec (log_path, false, argv);
     s_children[slot] = pid;
     if (slot == s_n_children) {
         s_n_children++;

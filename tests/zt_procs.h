@@ -34,6 +34,7 @@
 #include "zi_onnx.h"
 #include "zi_plan.h"
 #include "zi_transform.h"
+#include "zt_spawn.h"
 
 #define ZT_UNUSED __attribute__ ((unused))
 //  Under AddressSanitizer every process keeps freed memory in quarantine
@@ -78,29 +79,7 @@ static ZT_UNUSED pid_t
 zt_spawn (const char *log, char *const argv[])
 {
     cr_assert_lt (zt_nchildren, ZT_MAX_CHILDREN);
-    pid_t parent = getpid ();
-    pid_t pid = fork ();
-    cr_assert_geq (pid, 0);
-    if (pid == 0) {
-        prctl (PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid () != parent) {
-            _exit (127);
-        }
-        int fd = open (log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2 (fd, 1);
-            dup2 (fd, 2);
-        }
-        for (int i = 3; i < 1024; i++) {
-            close (i);
-        }
-        //  Default signal dispositions for the child (the test runner's
-        //  may differ).
-        signal (SIGTERM, SIG_DFL);
-        signal (SIGINT, SIG_DFL);
-        execv (argv[0], argv);
-        _exit (127);
-    }
+    pid_t pid = zt_fork_exec (log, true, argv);
     zt_children[zt_nchildren++] = pid;
     return pid;
 }
