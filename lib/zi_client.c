@@ -387,6 +387,11 @@ zi_client_infer_retry (zi_client_t *self, int n, const char *const *names,
     int64_t end = zclock_mono () + o.total_ms;
     int64_t backoff = o.backoff_ms;
     char last[ZI_MSG_MAX_REASON + 64] = "no answer";
+    bool answered = false;      //  an attempt got a retryable error
+    //  What an attempt needs to be answered: its deadline, or attempt_ms.
+    const int64_t need = o.deadline_ms > 0 && (int64_t) o.deadline_ms < o.attempt_ms
+                             ? (int64_t) o.deadline_ms
+                             : o.attempt_ms;
     uint32_t attempt = 0;
     for (;; attempt++) {
         if (zsys_interrupted) {
@@ -396,10 +401,14 @@ zi_client_infer_retry (zi_client_t *self, int n, const char *const *names,
         if (now >= end) {
             break;
         }
+        //  An attempt that could not be answered within the budget would
+        //  only leave an orphan request in the pipeline: near the end,
+        //  wait for the earlier attempts' answer without sending again.
+        bool last_wait = attempt > 0 && end - now < need;
         //  Never block on a full queue (a broker gone for long): that is
         //  an attempt without an answer.
         bool sent = false;
-        if (zsock_events (self->sock) & ZMQ_POLLOUT) {
+        if (!last_wait && (zsock_events (self->sock) & ZMQ_POLLOUT)) {
             zi_msg_t *req = NULL;
             int rc = s_request (n, names, inputs, id, &o, attempt, &req, err, errlen);
             if (rc) {
@@ -417,14 +426,24 @@ zi_client_infer_retry (zi_client_t *self, int n, const char *const *names,
             zi_msg_destroy (&req);
         }
         int64_t wait = end - zclock_mono ();
-        wait = wait < o.attempt_ms ? wait : o.attempt_ms;
-        if (!sent) {
-            wait = wait < backoff ? wait : backoff;
+        if (!last_wait) {
+            wait = wait < o.attempt_ms ? wait : o.attempt_ms;
+            if (!sent) {
+                wait = wait < backoff ? wait : backoff;
+            }
         }
         zi_msg_t *m = NULL;
         int rc = s_wait_for (self, id, (int) (wait > 0 ? wait : 0), &m, err, errlen);
+        if (rc == ZI_ERR_TIMEOUT && last_wait) {
+            break;
+        }
         if (rc == ZI_ERR_TIMEOUT) {
-            snprintf (last, sizeof last, "no answer within %d ms", o.attempt_ms);
+            //  A wait the total budget cut short says less than an answer
+            //  an earlier attempt got (UNAVAILABLE, BUSY...): keep that.
+            if (wait >= o.attempt_ms || !answered) {
+                snprintf (last, sizeof last, "no answer within %lld ms",
+                          (long long) (wait > 0 ? wait : 0));
+            }
             continue; //  a lost request or answer: the same id again, now
         }
         if (rc) {
@@ -441,6 +460,7 @@ zi_client_infer_retry (zi_client_t *self, int n, const char *const *names,
             *reply_p = m;
             return s_error_reply (m, err, errlen);
         }
+        answered = true;
         snprintf (last, sizeof last, "%s: %s", zi_code_name (code),
                   zi_msg_reason (m) ? zi_msg_reason (m) : "");
         zi_msg_destroy (&m);
@@ -450,12 +470,16 @@ zi_client_infer_retry (zi_client_t *self, int n, const char *const *names,
         uint32_t r = 0;
         s_random (&r, sizeof r);
         int64_t pause = backoff / 2 + (int64_t) (r % (uint32_t) (backoff / 2 + 1));
-        int64_t left = end - zclock_mono ();
-        zclock_sleep ((int) (pause < left ? pause : left > 0 ? left : 0));
+        if (end - zclock_mono () - pause < need) {
+            attempt += !last_wait;  //  attempts sent
+            break;  //  the next attempt could not be answered in time
+        }
+        zclock_sleep ((int) pause);
         backoff = backoff * 2 < o.backoff_max_ms ? backoff * 2 : o.backoff_max_ms;
     }
     return zi_fail (err, errlen, ZI_ERR_TIMEOUT,
-                    "request %llu: no answer after %u attempt%s in %d ms (last: %s)",
+                    "request %llu: no answer after %u attempt%s within its %d ms "
+                    "budget (last: %s)",
                     (unsigned long long) id, attempt, attempt == 1 ? "" : "s", o.total_ms,
                     last);
 }

@@ -126,8 +126,11 @@ typedef struct {
 //  attempt_ms (at once). opts NULL: the defaults. Returns 0 with the REPLY;
 //  ZI_ERR_INVALID with "CODE_NAME: reason" in err and the ERROR in *reply_p
 //  for an answer that must not be retried; ZI_ERR_TIMEOUT when total_ms
-//  passed (err says how many attempts and the last answer); ZI_ERR_IO when
-//  interrupted (zsys_interrupted).
+//  passed, or when what is left of it could not serve one more attempt
+//  (its deadline_ms, else attempt_ms: a request sent at the last moment
+//  would only be left behind in the pipeline) - err says how many
+//  attempts and the last answer; ZI_ERR_IO when interrupted
+//  (zsys_interrupted).
 int zi_client_infer_retry (zi_client_t *self, int n, const char *const *names,
                            const zi_tensor_t *const *inputs, const zi_client_retry_t *opts,
                            zi_msg_t **reply_p, char *err, size_t errlen);
