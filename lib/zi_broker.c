@@ -8,7 +8,10 @@
       front (ROUTER)      REQUEST: validated (has tensors; prio is a class of
                           the plan; tensor names are the preprocess stage's
                           inputs, or the model's when there is no preprocess
-                          stage; one batch dimension), then BUSY when
+                          stage, each present once; one batch dimension;
+                          without a preprocess stage also each dtype and
+                          every dimension against model.inputs, as
+                          preprocess would), then BUSY when
                           queue_limit requests are in flight, UNAVAILABLE
                           while draining, else admitted: rid assigned,
                           deadline = now + (its "deadline" or the plan's
@@ -124,7 +127,9 @@
                  to clients}}
       tasks:    {created, queued, inflight, waiting_aggregator,
                  at_aggregator, redispatched, results_dropped,
-                 replies_dropped, stale (stage TASKs holding nothing new)}
+                 replies_dropped, stale (stage TASKs holding nothing new),
+                 skipped_partition, skipped_aggregate (tasks that went
+                 past a stage with nothing to do for them)}
       segments: [{index, queued: [per class], inflight, tasks (done),
                   replicas: [{name, capacity, credit, inflight, tasks
                   (results accepted), assigned (dispatches), errors,
@@ -378,6 +383,11 @@ struct zi_broker {
     zsock_t *pipe;
     zi_security_server_t *security; //  CURVE + the allow-list, or NULL
     bool has_pre, has_part, has_agg;
+    //  Stages with nothing to do for a request are skipped: a request of
+    //  skip_part_min..skip_part_max rows goes straight to segment 0 (0: never),
+    //  a task of one micro-batch straight to its client when skip_agg.
+    int64_t skip_part_min, skip_part_max;
+    bool skip_agg;
     const zi_plan_tensor_t **expect; //  REQUEST tensors, NULL = any
     size_t nexpect;
     bool check_shapes;      //  nobody else will check them
@@ -425,6 +435,7 @@ struct zi_broker {
     } req;
     struct {
         uint64_t created, redispatched, results_dropped, replies_dropped, stale;
+        uint64_t skipped_partition, skipped_aggregate;      //  see s_skips_partition
     } task;
     struct {
         uint64_t sent, received;
@@ -1733,6 +1744,25 @@ s_nudge_partition (zi_broker_t *self)
     }
 }
 
+//  Would partition send a request of `rows` rows on as one task, unchanged?
+static bool
+s_skips_partition (const zi_broker_t *self, uint64_t rows)
+{
+    return self->has_part && self->skip_part_max > 0 && rows >= (uint64_t)self->skip_part_min
+           && rows <= (uint64_t)self->skip_part_max;
+}
+
+//  A TASK from preprocess that partition would pass on unchanged: one
+//  request, all its rows, one micro-batch.
+static bool
+s_task_skips_partition (const zi_broker_t *self, const zi_msg_t *msg)
+{
+    size_t n = 0;
+    const zi_msg_req_t *reqs = zi_msg_reqs (msg, &n);
+    return n == 1 && reqs[0].first == 0 && zi_msg_nmb (msg) == 1 && zi_msg_mb (msg) == 0
+           && s_skips_partition (self, reqs[0].count);
+}
+
 //  Send a request's inputs to the first stage. Returns 0, or -1 when the
 //  stage cannot take it now (no peer, or its queue is full).
 static int
@@ -1935,6 +1965,14 @@ s_handle_preprocessed (zi_broker_t *self)
             s_stage_hello (self, ep, S_STAGE_PRE, &msg);
             continue;
         }
+        if (cmd == ZI_CMD_TASK && s_task_skips_partition (self, msg)) {
+            //  What partition would pass on unchanged goes to segment 0
+            //  now (not counted in part_tasks: partition never made it).
+            self->stage[S_STAGE_PRE].received++;
+            self->task.skipped_partition++;
+            s_stage_task (self, &msg);
+            continue;
+        }
         bool has_credit = zi_msg_has (msg, "credit") || zi_msg_has (msg, "grant");
         size_t hsize = 0;
         const uint8_t *hdata = zi_msg_header (msg, &hsize);
@@ -2051,8 +2089,11 @@ s_check_request (const zi_broker_t *self, const zi_msg_t *msg, uint32_t *rows, c
                       zi_dtype_name (t->dtype), zi_dtype_name (want->dtype));
             return ZI_CODE_BAD_REQUEST;
         }
+        //  Every dimension, the batch too when the model fixes it (an export
+        //  at batch 1 takes [1,784] only): the same test as preprocess's
+        //  zi_transform_check, which this replaces when there is none.
         bool same = want->rank == t->rank;
-        for (int k = 1; same && k < t->rank; k++) {
+        for (int k = 0; same && k < t->rank; k++) {
             same = want->shape[k] < 0 || want->shape[k] == t->ne[k];
         }
         if (!same) {
@@ -2174,14 +2215,19 @@ s_front_request (zi_broker_t *self, zmsg_t **envelope_p, zi_msg_t **msg_p)
     }
     self->req.admitted++;
     s_timer_set (self, req);
-    if (self->has_pre || self->has_part) {
+    bool skip = !self->has_pre && s_skips_partition (self, rows);
+    if ((self->has_pre || self->has_part) && !skip) {
         req->inputs = msg;
         *msg_p = NULL;
         req->inject_handle = zlistx_add_end (self->inject, req);
         s_inject_pending (self);
     }
     else {
-        //  No stage in front of the segments: the request is one task.
+        //  No stage in front of the segments, or a partition that would
+        //  pass it on unchanged: the request is one task.
+        if (skip) {
+            self->task.skipped_partition++;
+        }
         zi_msg_req_t entry = { req->rid, 0, rows };
         s_task_t *task = s_task_new (self, &entry, 1, 0, 1);
         if (!task || s_task_bag_add (task, msg_p)) {
@@ -3030,11 +3076,14 @@ s_task_advance (zi_broker_t *self, s_task_t *task)
     if (task->seg < self->nsegs) {
         s_task_queue (self, task, false);
     }
-    else if (self->has_agg) {
+    else if (self->has_agg && !(self->skip_agg && task->nmb == 1)) {
         task->state = S_AGG_WAIT;
         s_tlist_push (&self->agg_wait, task, false);
     }
     else {
+        if (self->has_agg) {
+            self->task.skipped_aggregate++;
+        }
         s_reply_direct (self, task);
     }
 }
@@ -3534,7 +3583,7 @@ s_pack_stats (zi_broker_t *self, msgpack_packer *pk)
     }
 
     s_pk_str (pk, "tasks");
-    msgpack_pack_map (pk, 9);
+    msgpack_pack_map (pk, 11);
     s_pk_u64 (pk, "created", self->task.created);
     s_pk_u64 (pk, "queued", queued);
     s_pk_u64 (pk, "inflight", inflight);
@@ -3544,6 +3593,8 @@ s_pack_stats (zi_broker_t *self, msgpack_packer *pk)
     s_pk_u64 (pk, "results_dropped", self->task.results_dropped);
     s_pk_u64 (pk, "replies_dropped", self->task.replies_dropped);
     s_pk_u64 (pk, "stale", self->task.stale);
+    s_pk_u64 (pk, "skipped_partition", self->task.skipped_partition);
+    s_pk_u64 (pk, "skipped_aggregate", self->task.skipped_aggregate);
 
     s_pk_str (pk, "segments");
     msgpack_pack_array (pk, self->nsegs);
@@ -3759,6 +3810,26 @@ zi_broker_new (const zi_plan_t *plan, char *err, size_t errlen)
     self->has_pre = zi_plan_find_stage (plan, ZI_PLAN_STAGE_PREPROCESS) != NULL;
     self->has_part = zi_plan_find_stage (plan, ZI_PLAN_STAGE_PARTITION) != NULL;
     self->has_agg = zi_plan_find_stage (plan, ZI_PLAN_STAGE_AGGREGATE) != NULL;
+    //  The built-in partition passes a request of at most micro_batch rows
+    //  on unchanged, as one task of its own tensors, whenever it cannot
+    //  coalesce it: when max_delay_us is 0, or when the request fills
+    //  max_batch by itself. Such a request skips the stage (two socket
+    //  crossings and a process wake-up fewer): the task is the one
+    //  partition would have made. A custom partition always sees everything.
+    const zi_plan_stage_t *part = zi_plan_find_stage (plan, ZI_PLAN_STAGE_PARTITION);
+    if (b->skip_stages && part && part->kind == ZI_PLAN_STAGE_PARTITION
+        && part->micro_batch > 0) {
+        self->skip_part_max = part->micro_batch;
+        self->skip_part_min = part->max_delay_us == 0 ? 1 : part->max_batch;
+    }
+    //  The built-in aggregate, with no post-processing op, turns a task of
+    //  one micro-batch into its requests' REPLYs unchanged: the broker does
+    //  that itself (s_reply_direct). Micro-batches still meet there.
+    const zi_plan_stage_t *agg = zi_plan_find_stage (plan, ZI_PLAN_STAGE_AGGREGATE);
+    self->skip_agg = b->skip_stages && agg && agg->kind == ZI_PLAN_STAGE_AGGREGATE;
+    for (size_t i = 0; self->skip_agg && i < agg->n_tensors; i++) {
+        self->skip_agg = agg->tensors[i].n_ops == 0;
+    }
 
     //  Priority classes: a plan built in memory may have none (one class).
     const zi_plan_priorities_t *p = &plan->priorities;

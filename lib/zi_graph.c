@@ -42,8 +42,8 @@ zi_attr_clear (zi_attr_t *attr)
     memset (attr, 0, sizeof *attr);
 }
 
-static void
-s_node_clear (zi_node_t *node)
+void
+zi_graph_node_clear (zi_node_t *node)
 {
     free (node->name);
     free (node->op_type);
@@ -70,7 +70,7 @@ zi_graph_destroy (zi_graph_t **self_p)
     }
     free (self->values);
     for (int i = 0; i < self->n_nodes; i++) {
-        s_node_clear (&self->nodes[i]);
+        zi_graph_node_clear (&self->nodes[i]);
     }
     free (self->nodes);
     free (self->inputs);
@@ -173,7 +173,7 @@ zi_graph_add_node (zi_graph_t *self, const char *op_type, const char *domain,
     node->n_in = n_in;
     node->n_out = n_out;
     if (!node->op_type || !node->domain || !node->name || !node->in || !node->out) {
-        s_node_clear (node);
+        zi_graph_node_clear (node);
         return ZI_ERR_NOMEM;
     }
     return self->n_nodes++;
@@ -532,7 +532,7 @@ zi_graph_fold_constants (zi_graph_t *self, int *n_folded, char *err, size_t errl
         int kept = 0;
         for (int i = 0; i < n; i++) {
             if (gone[i]) {
-                s_node_clear (&self->nodes[i]);
+                zi_graph_node_clear (&self->nodes[i]);
             }
             else {
                 self->nodes[kept++] = self->nodes[i];

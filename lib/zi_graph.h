@@ -125,6 +125,10 @@ int zi_graph_node_add_attr (zi_graph_t *self, int node, zi_attr_t *attr);
 //  Free an attribute's heap members and zero it.
 void zi_attr_clear (zi_attr_t *attr);
 
+//  Free a node's heap members (names, index arrays, attributes) and zero it;
+//  for code that removes nodes from self->nodes.
+void zi_graph_node_clear (zi_node_t *node);
+
 //  Sort nodes topologically (stable: keeps file order where it can) and set
 //  every value's producer. Fails with ZI_ERR_MALFORMED naming a node whose
 //  input is never produced, or a cycle.

@@ -142,6 +142,7 @@ zi_plan_destroy (zi_plan_t **self_p)
     free (self->dir);
     free (self->model.path);
     free (self->model.sha256);
+    free (self->model.splits);
     s_tensors_free (self->model.inputs, self->model.n_inputs);
     s_tensors_free (self->model.outputs, self->model.n_outputs);
     for (size_t i = 0; self->hosts && i < self->n_hosts; i++) {
@@ -195,6 +196,7 @@ s_broker_defaults (zi_plan_broker_t *broker)
     broker->stage_timeout_ms = ZI_PLAN_DEFAULT_STAGE_TIMEOUT_MS;
     broker->max_attempts = ZI_PLAN_DEFAULT_MAX_ATTEMPTS;
     broker->max_message_bytes = ZI_PLAN_DEFAULT_MAX_MESSAGE_BYTES;
+    broker->skip_stages = true;
 }
 
 zi_plan_t *
@@ -640,6 +642,15 @@ s_convert (s_conv_t *c, const zi_json_t *doc, zi_plan_t *plan)
     plan->model.path = s_dup (c, zi_json_get (model, "path"));
     plan->model.sha256 = s_dup (c, zi_json_get (model, "sha256"));
     plan->model.node_count = s_int (zi_json_get (model, "node_count"), 0);
+    const zi_json_t *splits = zi_json_get (model, "splits");
+    size_t n_splits = zi_json_size (splits);
+    plan->model.splits = (zi_split_t *) s_array (c, n_splits, sizeof (zi_split_t));
+    plan->model.n_splits = plan->model.splits ? n_splits : 0;
+    for (size_t i = 0; i < plan->model.n_splits; i++) {
+        const zi_json_t *j = zi_json_at (splits, i);
+        plan->model.splits[i].node = s_int (zi_json_get (j, "node"), -1);
+        plan->model.splits[i].at = s_int (zi_json_get (j, "at"), 0);
+    }
     plan->model.inputs = s_tensors (c, zi_json_get (model, "inputs"),
                                     &plan->model.n_inputs);
     plan->model.outputs = s_tensors (c, zi_json_get (model, "outputs"),
@@ -679,6 +690,8 @@ s_convert (s_conv_t *c, const zi_json_t *doc, zi_plan_t *plan)
                              ZI_PLAN_DEFAULT_MAX_ATTEMPTS);
     b->max_message_bytes = s_int (zi_json_get (broker, "max_message_bytes"),
                                   ZI_PLAN_DEFAULT_MAX_MESSAGE_BYTES);
+    const zi_json_t *skip = zi_json_get (broker, "skip_stages");
+    b->skip_stages = skip ? zi_json_bool (skip) : true;
 
     const zi_json_t *segments = zi_json_get (doc, "segments");
     size_t n_segments = zi_json_size (segments);
@@ -972,6 +985,14 @@ zi_plan_to_json (const zi_plan_t *self, zi_json_t **out)
     s_put_str (&o, model, "path", self->model.path);
     s_put_str (&o, model, "sha256", self->model.sha256);
     s_put_int (&o, model, "node_count", self->model.node_count);
+    if (self->model.n_splits > 0) {
+        zi_json_t *splits = s_put_array (&o, model, "splits");
+        for (size_t i = 0; splits && i < self->model.n_splits; i++) {
+            zi_json_t *sp = s_put_object (&o, splits, NULL);
+            s_put_int (&o, sp, "node", self->model.splits[i].node);
+            s_put_int (&o, sp, "at", self->model.splits[i].at);
+        }
+    }
     zi_json_t *inputs = s_put_array (&o, model, "inputs");
     for (size_t i = 0; inputs && i < self->model.n_inputs; i++) {
         s_put_tensor (&o, s_put_object (&o, inputs, NULL), &self->model.inputs[i]);
@@ -1008,6 +1029,9 @@ zi_plan_to_json (const zi_plan_t *self, zi_json_t **out)
     s_put_int (&o, broker, "stage_timeout_ms", b->stage_timeout_ms);
     s_put_int (&o, broker, "max_attempts", b->max_attempts);
     s_put_int (&o, broker, "max_message_bytes", b->max_message_bytes);
+    if (broker) {
+        s_keep (&o, zi_json_set_bool (broker, "skip_stages", b->skip_stages));
+    }
 
     zi_json_t *segments = s_put_array (&o, root, "segments");
     for (size_t i = 0; segments && i < self->n_segments; i++) {
@@ -1557,7 +1581,10 @@ s_check_stages (s_rules_t *r, const zi_plan_t *plan)
             }
         }
     }
-    for (int role = ZI_PLAN_STAGE_PREPROCESS; role <= ZI_PLAN_STAGE_AGGREGATE; role++) {
+    //  Preprocess is optional: without it the broker checks requests
+    //  against model.inputs itself and sends them straight to partition
+    //  (two socket crossings and one process fewer per request).
+    for (int role = ZI_PLAN_STAGE_PARTITION; role <= ZI_PLAN_STAGE_AGGREGATE; role++) {
         if (builtin_at[role] < 0 && custom_at[role] < 0) {
             const char *rname = zi_plan_stage_kind_name ((zi_plan_stage_kind_t) role);
             return s_rfail (r, "stages: no stage does %s: add a stage of kind \"%s\", "

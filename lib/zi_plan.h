@@ -3,8 +3,9 @@
     A plan is what `zinfer plan` writes and what every process of a pipeline
     starts from, on whichever host it runs: the model and its tensors, the
     hosts, the broker's endpoints and settings, the model cut into segments
-    with the exec replicas serving each, the preprocess / partition /
-    aggregate stages (built in or custom), priority classes and security.
+    with the exec replicas serving each, the partition and aggregate stages
+    and an optional preprocess stage (built in or custom), priority classes
+    and security.
     schemas/PLAN.md describes every field; schemas/plan.schema.json is the
     machine-readable form and is compiled into the library
     (lib/zi_plan_schema.c, made by tools/embed-schema.sh).
@@ -56,6 +57,7 @@
 
 #include "zi_error.h"
 #include "zi_json.h"
+#include "zi_split.h"
 #include "zi_tensor.h"
 
 #ifdef __cplusplus
@@ -87,7 +89,9 @@ typedef struct {
 typedef struct {
     char *path;                     //  as written; see zi_plan_path
     char *sha256;                   //  64 lower-case hex digits, or NULL
-    int64_t node_count;             //  nodes in topological order
+    int64_t node_count;             //  nodes in topological order, after the splits
+    zi_split_t *splits;             //  layers split along their output channels
+    size_t n_splits;                //  (zi_split.h), applied in order at load
     zi_plan_tensor_t *inputs;
     size_t n_inputs;
     zi_plan_tensor_t *outputs;
@@ -130,6 +134,7 @@ typedef struct {
     int64_t stage_timeout_ms;       //  re-inject work lost in a stage after
     int64_t max_attempts;           //  dispatches of one task before an error
     int64_t max_message_bytes;      //  ZMQ_MAXMSGSIZE on every socket
+    bool skip_stages;               //  send tasks past built-in stages with nothing to do
 } zi_plan_broker_t;
 
 //  One process: an exec worker of a segment, or a process of a stage.

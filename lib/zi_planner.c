@@ -84,7 +84,10 @@ int
 zi_planner_costs (const zi_graph_t *g, const zi_tensor_t *const *inputs,
                   zi_node_cost_t *costs, double *cross_bytes, char *err, size_t errlen)
 {
-    zi_exec_t *ex = zi_exec_new (g, 0, -1, NULL, err, errlen);
+    //  Unfused: a value inside a fused group (Conv -> Relu -> MaxPool) has
+    //  no planned tensor there, yet a cut may fall on it and move it.
+    zi_exec_opts_t opts = {.no_fuse = true};
+    zi_exec_t *ex = zi_exec_new (g, 0, -1, &opts, err, errlen);
     if (!ex) {
         return ZI_ERR_INVALID;
     }
@@ -178,7 +181,8 @@ zi_planner_batched (const zi_graph_t *g, const zi_tensor_t *const *inputs,
     int64_t *b = (int64_t *) calloc ((size_t) nv, sizeof (int64_t));
     zi_tensor_t *probe = (zi_tensor_t *) calloc ((size_t) ni, sizeof (zi_tensor_t));
     const zi_tensor_t **pin = (const zi_tensor_t **) calloc ((size_t) ni, sizeof *pin);
-    zi_exec_t *ex = zi_exec_new (g, 0, -1, NULL, err, errlen);
+    zi_exec_opts_t opts = {.no_fuse = true};   //  every value planned (see above)
+    zi_exec_t *ex = zi_exec_new (g, 0, -1, &opts, err, errlen);
     int rc = ZI_OK;
     if (!ex) {
         rc = ZI_ERR_INVALID;

@@ -35,6 +35,7 @@
 #include "zi_log.h"
 #include "zi_onnx.h"
 #include "zi_security.h"
+#include "zi_split.h"
 
 //  How long a leaving worker waits for the broker to confirm it has read
 //  the DISCONNECT, and the linger it falls back on (see s_leave).
@@ -636,11 +637,22 @@ zi_worker_new (const zi_plan_t *plan, const char *name, char *err, size_t errlen
         return s_fail_new (&self);
     }
     zi_graph_t *g = self->graph;
+    //  Layers the planner split across segments (model.splits): the node
+    //  numbering of the segments is that of the split graph.
+    if (plan->model.n_splits > 0) {
+        char why[512];
+        if (zi_split_apply_all (g, plan->model.splits, plan->model.n_splits, why,
+                                sizeof why)) {
+            zi_fail (err, errlen, ZI_ERR_MALFORMED, "%s: model.splits: %s", path, why);
+            return s_fail_new (&self);
+        }
+    }
     if (g->n_nodes != plan->model.node_count) {
         zi_fail (err, errlen, ZI_ERR_MALFORMED,
                  "%s: the model has %d nodes but the plan says %" PRId64
-                 " (model.node_count): the plan was made for another model",
-                 path, g->n_nodes, plan->model.node_count);
+                 " (model.node_count%s): the plan was made for another model",
+                 path, g->n_nodes, plan->model.node_count,
+                 plan->model.n_splits ? ", after its splits" : "");
         return s_fail_new (&self);
     }
     if (segment->first_node < 0 || segment->first_node > segment->last_node

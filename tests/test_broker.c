@@ -80,7 +80,10 @@ typedef struct {
     int64_t stage_timeout_ms;
     bool strict;
     bool no_stages; //  no preprocess / partition / aggregate
+    bool no_pre;    //  partition and aggregate only
     bool curve;     //  CURVE with an allow-list of one key
+    bool skip;      //  broker.skip_stages (off by default here: the tests
+                    //  watch every message go through the fake stages)
 } s_opts_t;
 
 //  The names small_mlp's two segments exchange: "input" -> hidden -> "output".
@@ -138,6 +141,7 @@ s_plan_new (const s_opts_t *o)
     plan->broker.default_deadline_ms = o->deadline_ms ? o->deadline_ms : 20000;
     plan->broker.stage_timeout_ms = o->stage_timeout_ms ? o->stage_timeout_ms : 10000;
     plan->broker.max_attempts = 3;
+    plan->broker.skip_stages = o->skip;
 
     zi_plan_segment_t *seg = ZI_PLAN_PUSH (plan->segments, plan->n_segments);
     seg->index = 0;
@@ -156,11 +160,14 @@ s_plan_new (const s_opts_t *o)
     zi_plan_add_replica (&seg->replicas, &seg->n_replicas, "s1a", "local", 1);
 
     if (!o->no_stages) {
-        zi_plan_stage_t *st = ZI_PLAN_PUSH (plan->stages, plan->n_stages);
-        st->kind = ZI_PLAN_STAGE_PREPROCESS;
-        zi_plan_add_replica (&st->replicas, &st->n_replicas, "pre0", "local", 1);
-        zi_plan_io_t *io = ZI_PLAN_PUSH (st->tensors, st->n_tensors);
-        s_tensor (&io->tensor, s_input, 16);
+        zi_plan_stage_t *st;
+        if (!o->no_pre) {
+            st = ZI_PLAN_PUSH (plan->stages, plan->n_stages);
+            st->kind = ZI_PLAN_STAGE_PREPROCESS;
+            zi_plan_add_replica (&st->replicas, &st->n_replicas, "pre0", "local", 1);
+            zi_plan_io_t *io = ZI_PLAN_PUSH (st->tensors, st->n_tensors);
+            s_tensor (&io->tensor, s_input, 16);
+        }
         st = ZI_PLAN_PUSH (plan->stages, plan->n_stages);
         st->kind = ZI_PLAN_STAGE_PARTITION;
         zi_plan_add_replica (&st->replicas, &st->n_replicas, "part0", "local", 1);
@@ -252,6 +259,7 @@ typedef struct {
     zlistx_t *inbox; //  what the client received
     int64_t hb_ms, last_hb;
     int pre_drop;    //  preprocess loses this many messages
+    int part_drop;   //  partition loses this many requests
     bool pre_reject; //  preprocess answers ERROR instead
     bool split;      //  partition: micro-batches of 2 rows
     int stats_id;
@@ -294,8 +302,10 @@ s_pipe_new (const s_opts_t *o)
     p->inbox = zlistx_new ();
     p->client = s_connect (p, ZMQ_DEALER, ZI_PLAN_EP_FRONT, NULL);
     if (!o->no_stages) {
-        p->pre_in = s_connect (p, ZMQ_PULL, ZI_PLAN_EP_TO_PREPROCESS, NULL);
-        p->pre_out = s_connect (p, ZMQ_PUSH, ZI_PLAN_EP_PREPROCESSED, NULL);
+        if (!o->no_pre) {
+            p->pre_in = s_connect (p, ZMQ_PULL, ZI_PLAN_EP_TO_PREPROCESS, NULL);
+            p->pre_out = s_connect (p, ZMQ_PUSH, ZI_PLAN_EP_PREPROCESSED, NULL);
+        }
         p->part_in = s_connect (p, ZMQ_PULL, ZI_PLAN_EP_TO_PARTITION, NULL);
         p->part_out = s_connect (p, ZMQ_PUSH, ZI_PLAN_EP_INTAKE, NULL);
         p->results = s_connect (p, ZMQ_PUSH, ZI_PLAN_EP_RESULTS, NULL);
@@ -616,6 +626,10 @@ s_serve_stage (s_pipe_t *p, zsock_t *in)
         else if (zi_msg_cmd (msg) == ZI_CMD_ERROR) {
             s_send (&msg, p->part_out); //  partition forwards ERRORs
         }
+        else if (zi_msg_cmd (msg) == ZI_CMD_TASK && p->part_drop > 0) {
+            p->part_drop--; //  lost in partition
+            zi_msg_destroy (&msg);
+        }
         else {
             s_partition (p, &msg);
         }
@@ -668,6 +682,8 @@ s_pump (s_pipe_t *p, int wait_ms)
     socks[n++] = p->client;
     if (p->pre_in) {
         socks[n++] = p->pre_in;
+    }
+    if (p->part_in) {
         socks[n++] = p->part_in;
     }
     for (int i = 0; i < p->naggs; i++) {
@@ -928,6 +944,43 @@ Test (broker, request_flows_end_to_end)
     cr_assert_eq (p->workers[1].tasks, 0);
     cr_assert_eq (p->workers[2].tasks, 1);
     cr_assert_eq (p->aggs[0].tasks, 1);
+    s_pipe_destroy (&p);
+}
+
+Test (broker, stages_with_nothing_to_do_are_skipped)
+{
+    //  Partition passes a request of at most micro_batch (4) rows on as it
+    //  is (max_delay_us 0: nothing to coalesce), and aggregate has no op:
+    //  with skip_stages the broker does both itself.
+    s_pipe_t *p = s_pipe_full (&(s_opts_t){ .skip = true, .no_pre = true }, 1);
+    s_wait_agg (p, 1);
+    s_request (p, 42, 3, -1, 0);
+    zi_msg_t *reply = s_expect (p, ZI_CMD_REPLY, 5000);
+    cr_assert_eq (zi_msg_id (reply), 42);
+    const zi_tensor_t *out = zi_msg_tensor_find (reply, s_output);
+    cr_assert_not_null (out);
+    cr_assert_eq (out->ne[0], 3);
+    const float *v = (const float *)out->data;
+    for (int i = 0; i < 3 * 16; i++) {
+        cr_assert_float_eq (v[i], 4200.0f + (float)i, 0);
+    }
+    zi_msg_destroy (&reply);
+    cr_assert_eq (p->aggs[0].tasks, 0, "the aggregator saw a task it had nothing to do for");
+    cr_assert_eq (p->workers[0].tasks + p->workers[1].tasks, 1);
+    //  8 rows (over micro_batch) go through partition (the fake cuts
+    //  micro-batches of 2) and meet at aggregate.
+    p->split = true;
+    s_request (p, 43, 8, -1, 0);
+    reply = s_expect (p, ZI_CMD_REPLY, 5000);
+    cr_assert_eq (zi_msg_id (reply), 43);     //  (the fake answers with one part's rows)
+    zi_msg_destroy (&reply);
+    cr_assert_eq (p->aggs[0].tasks, 4, "the micro-batches did not meet at aggregate");
+    s_stats_t st;
+    s_stats (p, &st);
+    cr_assert_eq (s_u (&st, "tasks.skipped_partition"), 1);
+    cr_assert_eq (s_u (&st, "tasks.skipped_aggregate"), 1);
+    cr_assert_eq (s_u (&st, "stages.partition.sent"), 1);
+    s_stats_done (&st);
     s_pipe_destroy (&p);
 }
 
@@ -1266,6 +1319,45 @@ Test (broker, lost_request_reinjected)
     cr_assert_eq (zi_msg_id (reply), 21);
     zi_msg_destroy (&reply);
     cr_assert_eq (s_stat (p, "requests.reinjected"), 1);
+    s_pipe_destroy (&p);
+}
+
+Test (broker, lost_in_partition_reinjected_without_preprocess)
+{
+    //  A plan with no preprocess stage: the broker sends requests straight
+    //  to partition, and one lost there is sent again after the stage
+    //  timeout, as one lost in preprocess is.
+    s_pipe_t *p = s_pipe_full (&(s_opts_t){ .stage_timeout_ms = 150, .no_pre = true }, 1);
+    cr_assert_null (zi_plan_find_stage (p->plan, ZI_PLAN_STAGE_PREPROCESS));
+    s_wait_agg (p, 1);
+    p->part_drop = 1; //  partition loses the first request
+    //  6 rows: more than the micro-batch of 4, so partition has work to do
+    //  for it (the broker never lets it skip the stage).
+    s_request (p, 22, 6, -1, 0);
+    zi_msg_t *reply = s_expect (p, ZI_CMD_REPLY, 5000);
+    cr_assert_eq (zi_msg_id (reply), 22);
+    const zi_tensor_t *out = zi_msg_tensor_find (reply, s_output);
+    cr_assert (out && out->ne[0] == 6);
+    cr_assert_float_eq (((const float *)out->data)[5 * 16 + 3], 22 * 100 + 83.0f, 0);
+    zi_msg_destroy (&reply);
+    cr_assert_eq (p->part_drop, 0, "partition never saw the request");
+    s_stats_t s;
+    s_stats (p, &s);
+    cr_assert_eq (s_u (&s, "requests.reinjected"), 1);
+    cr_assert_eq (s_u (&s, "stages.partition.sent"), 2, "sent, lost, sent again");
+    cr_assert_eq (s_u (&s, "stages.preprocess.sent"), 0);
+    s_stats_done (&s);
+    //  ... and the broker checked the request's shape itself.
+    zi_msg_t *req = zi_msg_new (ZI_CMD_REQUEST);
+    zi_msg_set_id (req, 23);
+    zi_tensor_t *x = zi_tensor_new (ZI_DT_F32, 2, (int64_t[]){ 6, 15 });
+    zi_msg_add_tensor (req, s_input, &x);
+    s_send (&req, p->client);
+    zi_msg_t *e = s_expect (p, ZI_CMD_ERROR, 5000);
+    cr_assert_eq (zi_msg_id (e), 23);
+    cr_assert_eq (zi_msg_code (e), ZI_CODE_BAD_REQUEST);
+    cr_assert (strstr (zi_msg_reason (e), "shape [6,15]"), "%s", zi_msg_reason (e));
+    zi_msg_destroy (&e);
     s_pipe_destroy (&p);
 }
 

@@ -35,6 +35,7 @@
 #include "zi_msg.h"
 #include "zi_npy.h"
 #include "zi_onnx.h"
+#include "zi_split.h"
 #include "zi_plan.h"
 #include "zi_planner.h"
 #include "zi_worker.h"
@@ -74,6 +75,17 @@ s_load (void)
     char err[1024];
     zi_graph_t *g = zi_onnx_load (MODEL, err, sizeof err);
     cr_assert_not_null (g, "%s", err);
+    return g;
+}
+
+//  The model as a plan runs it: with the layers it splits split.
+static zi_graph_t *
+s_load_for (const zi_plan_t *plan)
+{
+    char err[1024];
+    zi_graph_t *g = s_load ();
+    cr_assert_eq (zi_split_apply_all (g, plan->model.splits, plan->model.n_splits, err,
+                                      sizeof err), 0, "%s", err);
     return g;
 }
 
@@ -394,6 +406,8 @@ Test (identity_cut, plan_cut_tensors_carry_the_batch_axis)
     zi_tensor_t *x2 = s_npy ("input_b2.npy"), *x3 = s_npy ("input_b3.npy");
     for (int k = 2; k <= 11; k++) {
         zi_plan_t *plan = s_plan (k);
+        zi_graph_destroy (&g);
+        g = s_load_for (plan);
         cr_assert_eq (plan->model.node_count, g->n_nodes);
         cr_assert_eq (plan->n_segments, (size_t) k);
         //  Run the plan's segments for batch 2 and 3: every tensor a
@@ -485,8 +499,9 @@ Test (identity_cut, worker_answers_malformed_tasks_with_errors)
     zi_worker_t *w = zi_worker_new (plan, seg->replicas[0].name, err, sizeof err);
     cr_assert_not_null (w, "%s", err);
     //  The expected shapes, from a whole-graph plan at batch 2.
-    zi_graph_t *g = s_load ();
-    zi_exec_t *ex = zi_exec_new (g, 0, -1, NULL, err, sizeof err);
+    zi_graph_t *g = s_load_for (plan);
+    zi_exec_opts_t unfused = {.no_fuse = true};    //  every value planned
+    zi_exec_t *ex = zi_exec_new (g, 0, -1, &unfused, err, sizeof err);
     zi_tensor_t *x2 = s_npy ("input_b2.npy");
     const zi_tensor_t *in[1] = {x2};
     cr_assert_eq (zi_exec_prepare (ex, in, err, sizeof err), 0, "%s", err);

@@ -348,6 +348,8 @@ static const struct {
      "stages[0].inputs[0].ops[0]: missing required field \"width\""},
     {"bad-curve-missing-key.json", "security: missing required field \"server_public_key\""},
     {"bad-type-node-count.json", "model.node_count: expected integer (got string \"10\")"},
+    {"bad-split-at-zero.json", "model.splits[0].at: must be >= 1 (got 0)"},
+    {"bad-split-missing-at.json", "model.splits[0]: missing required field \"at\""},
     {"bad-type-credit-fraction.json",
      "segments[0].replicas[0].credit: expected integer (got number 1.5)"},
     {"bad-unknown-field.json", "segments[0].replicas[0]: unknown field \"capacty\""},
@@ -422,6 +424,9 @@ static const struct {
     {"bad-custom-and-builtin.json",
      "stages[3].replaces: preprocess is done by the built-in stages[0] already"},
     {"bad-missing-aggregate.json", "stages: no stage does aggregate"},
+    {"bad-missing-partition.json",
+     "stages: no stage does partition: add a stage of kind \"partition\", or a \"custom\" "
+     "one that replaces it"},
     {"bad-micro-gt-max.json", "stages[1].micro_batch: must be <= max_batch 8 (got 16)"},
     {"bad-preprocess-input-name.json",
      "stages[0].inputs[0].name: \"image\" is not one of the model's inputs"},
@@ -761,6 +766,96 @@ Test (plan, the_writer_refuses_invalid_plans)
     cr_assert_eq (access (path, F_OK), -1);
     cr_assert_eq (zi_plan_write (plan, path, err, sizeof err), 0, "%s", err);
     cr_assert_eq (access (path, F_OK), 0);
+    zi_plan_destroy (&plan);
+    s_remove_tmpdir ();
+}
+
+//  Stages [0, n) of plan are now order[0..n-1] of what they were; the rest
+//  stay in the array (past n_stages), so zi_plan_destroy still frees them
+//  once n_stages is set back.
+static void
+s_keep_stages (zi_plan_t *plan, const int *order, size_t n)
+{
+    zi_plan_stage_t was[3];
+    cr_assert_eq (plan->n_stages, 3);
+    memcpy (was, plan->stages, sizeof was);
+    bool used[3] = {false, false, false};
+    for (size_t i = 0; i < n; i++) {
+        plan->stages[i] = was[order[i]];
+        used[order[i]] = true;
+    }
+    for (size_t i = 0, k = n; i < 3; i++) {
+        if (!used[i]) {
+            plan->stages[k++] = was[i];
+        }
+    }
+    plan->n_stages = n;
+}
+
+Test (plan, preprocess_is_optional_partition_and_aggregate_are_not)
+{
+    s_make_tmpdir ();
+    char path[256], err[512];
+    snprintf (path, sizeof path, "%s/no-pre.json", s_tmpdir);
+    //  Built in memory: partition and aggregate only (the broker then checks
+    //  requests against model.inputs itself). It validates, writes, and
+    //  comes back the same, still without a preprocess stage.
+    zi_plan_t *plan = s_build_plan ();
+    s_keep_stages (plan, (const int[]) {1, 2}, 2);
+    cr_assert_eq (zi_plan_validate (plan, "no-pre", err, sizeof err), 0, "%s", err);
+    cr_assert_null (zi_plan_find_stage (plan, ZI_PLAN_STAGE_PREPROCESS));
+    cr_assert_eq (zi_plan_write (plan, path, err, sizeof err), 0, "%s", err);
+    zi_plan_t *back = s_load_ok (path);
+    cr_assert_eq (back->n_stages, 2);
+    cr_assert_null (zi_plan_find_stage (back, ZI_PLAN_STAGE_PREPROCESS));
+    cr_assert_eq (zi_plan_find_stage (back, ZI_PLAN_STAGE_PARTITION)->micro_batch, 4);
+    //  Its endpoints are the usual eight (the broker binds the two
+    //  preprocess ones all the same; nobody connects to them).
+    cr_assert_str_eq (back->broker.endpoints[ZI_PLAN_EP_TO_PREPROCESS].bind,
+                      "tcp://*:6001");
+    //  (Loading adds the defaults a plan built in memory leaves out, so
+    //  the loaded plan is what must survive another write and load.)
+    cr_assert_eq (zi_plan_write (back, path, err, sizeof err), 0, "%s", err);
+    zi_plan_t *again = s_load_ok (path);
+    char *a = s_plan_text (back);
+    char *b = s_plan_text (again);
+    cr_assert_str_eq (a, b, "a plan without preprocess changed on the way through a file");
+    cr_assert_null (strstr (b, "\"preprocess\""), "%s", b);
+    free (a);
+    free (b);
+    zi_plan_destroy (&again);
+    zi_plan_destroy (&back);
+    unlink (path);
+
+    //  The same from a file: tests/data/plans/good-no-preprocess.json.
+    zi_plan_t *loaded = s_load_ok (PLANS_DIR "/good-no-preprocess.json");
+    cr_assert_null (zi_plan_find_stage (loaded, ZI_PLAN_STAGE_PREPROCESS));
+    cr_assert_eq (zi_plan_write (loaded, path, err, sizeof err), 0, "%s", err);
+    back = s_load_ok (path);
+    a = s_plan_text (loaded);
+    b = s_plan_text (back);
+    cr_assert_str_eq (a, b);
+    free (a);
+    free (b);
+    zi_plan_destroy (&back);
+    zi_plan_destroy (&loaded);
+    unlink (path);
+
+    //  Partition and aggregate stay required: refused with the role named,
+    //  and the writer writes nothing.
+    plan->n_stages = 3;
+    s_keep_stages (plan, (const int[]) {1}, 1);       //  [agg], of [part, agg, pre]
+    cr_assert_eq (zi_plan_validate (plan, "p", err, sizeof err), ZI_ERR_MALFORMED);
+    cr_assert (strstr (err, "p: stages: no stage does partition: add a stage of kind "
+                            "\"partition\", or a \"custom\" one that replaces it"),
+               "%s", err);
+    cr_assert_neq (zi_plan_write (plan, path, err, sizeof err), 0);
+    cr_assert_eq (access (path, F_OK), -1);
+    plan->n_stages = 3;
+    s_keep_stages (plan, (const int[]) {2, 1}, 2);    //  [pre, part], of [agg, part, pre]
+    cr_assert_eq (zi_plan_validate (plan, "p", err, sizeof err), ZI_ERR_MALFORMED);
+    cr_assert (strstr (err, "p: stages: no stage does aggregate"), "%s", err);
+    plan->n_stages = 3;
     zi_plan_destroy (&plan);
     s_remove_tmpdir ();
 }

@@ -352,7 +352,7 @@ s_load_init (s_load_t *l, int n, bool reference)
     }
     if (reference) {
         zt_engine_t e;
-        zt_engine_open (&e, ZT_FASHION);
+        zt_engine_open (&e, ZT_FASHION, s_p.plan);
         l->want = (zi_tensor_t **)calloc ((size_t)n, sizeof *l->want);
         for (int k = 0; k < n; k++) {
             l->want[k] = zt_engine_run (&e, s_p.plan, l->inputs[k]);

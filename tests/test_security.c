@@ -117,7 +117,7 @@ static void
 s_check_answers (zi_client_t *client, int n, int seed)
 {
     zt_engine_t e;
-    zt_engine_open (&e, ZT_FASHION);
+    zt_engine_open (&e, ZT_FASHION, s_plan);
     const char *names[] = { "input" };
     for (int k = 0; k < n; k++) {
         zi_tensor_t *x = zt_input (seed + k);

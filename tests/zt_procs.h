@@ -33,6 +33,7 @@
 #include "zi_msg.h"
 #include "zi_onnx.h"
 #include "zi_plan.h"
+#include "zi_split.h"
 #include "zi_transform.h"
 #include "zt_spawn.h"
 
@@ -564,11 +565,16 @@ typedef struct {
 } zt_engine_t;
 
 static ZT_UNUSED void
-zt_engine_open (zt_engine_t *e, const char *model)
+zt_engine_open (zt_engine_t *e, const char *model, const zi_plan_t *plan)
 {
     char err[1024];
     e->graph = zi_onnx_load (model, err, sizeof err);
     cr_assert_not_null (e->graph, "%s", err);
+    //  The model as the plan runs it: with the layers it splits split.
+    if (plan) {
+        cr_assert_eq (zi_split_apply_all (e->graph, plan->model.splits, plan->model.n_splits,
+                                          err, sizeof err), 0, "%s", err);
+    }
     e->exec = zi_exec_new (e->graph, 0, -1, NULL, err, sizeof err);
     cr_assert_not_null (e->exec, "%s", err);
 }
@@ -586,8 +592,13 @@ zt_engine_run (zt_engine_t *e, const zi_plan_t *plan, const zi_tensor_t *x)
     char err[1024];
     const zi_plan_stage_t *pre = zi_plan_find_stage (plan, ZI_PLAN_STAGE_PREPROCESS);
     zi_tensor_t *in = NULL;
-    cr_assert_eq (zi_transform_pre (&pre->tensors[0], x, &in, err, sizeof err), 0, "%s",
-                  err);
+    if (pre && pre->n_tensors) {
+        cr_assert_eq (zi_transform_pre (&pre->tensors[0], x, &in, err, sizeof err), 0,
+                      "%s", err);
+    }
+    else {
+        in = zi_tensor_dup (x); //  a plan without preprocess: taken as it is
+    }
     zi_tensor_t *out[8] = { NULL };
     const zi_tensor_t *ins[1] = { in };
     cr_assert_eq (zi_exec_run (e->exec, ins, out, err, sizeof err), 0, "%s", err);

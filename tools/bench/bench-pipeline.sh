@@ -15,8 +15,10 @@
 # flags as oversubscribed), `zinfer up PLAN` (waits for its "ready" line), one
 # warm-up round of C requests, then `zinfer bench --plan PLAN --batch B
 # --concurrency C --duration S --csv`, then the pipeline is stopped.
-# C (requests in flight) defaults to max(2, ceil(4 / ceil(B / 16))): at least 4
-# micro-batches of 16 in flight (4 requests at B = 1 or 16, 2 at B = 64).
+# Micro-batches of 16 rows and C (requests in flight) max(2, ceil(4 / ceil(B / 16))):
+# at least 4 micro-batches of 16 in flight (4 requests at B = 1 or 16); at B = 64
+# one task per request and C = 8 (ResNet-18: tasks of 16 and C = 2). For K > 1
+# the planner may split a layer across the boundary (model.splits).
 #
 # Writes BUILD_DIR/bench/pipeline.csv (or --csv FILE). A failure (not built,
 # model missing, pipeline not ready, bench error) gives "unavailable: <reason>"
@@ -182,15 +184,25 @@ run_one() {
     local per=$((THREADS / k)) conc="$CONC" dir="$TMP/$1-b$3-k$4" reps=() s note="" line="" rc
     [ "$per" -ge 1 ] || per=1
     [ "$name" = resnet18 ] && secs="$SECONDS_R18"
+    # Tasks of 16 rows up to batch 16; a batch of 64 goes whole (one task:
+    # a quarter of the messages) with 8 requests in flight, which keep every
+    # segment busy without a bubble. ResNet-18 (38 MB per batch-64 request,
+    # seconds per task) keeps tasks of 16 and 2 requests.
+    local micro=16
     if [ -z "$conc" ]; then
-        local tasks=$(( (batch + 15) / 16 ))
-        conc=$(( (4 + tasks - 1) / tasks )); [ "$conc" -ge 2 ] || conc=2
+        if [ "$batch" -ge 64 ] && [ "$name" != resnet18 ]; then
+            micro=64; conc=8
+        else
+            local tasks=$(( (batch + 15) / 16 ))
+            conc=$(( (4 + tasks - 1) / tasks )); [ "$conc" -ge 2 ] || conc=2
+        fi
     fi
     [ $((per * k)) -gt "$THREADS" ] && note="oversubscribed: $((per * k)) exec threads on $(nproc) cores"
     [ -z "$why" ] && [ ! -f "$path" ] && why="unavailable: $path not found"
     mkdir -p "$dir"
     if [ -z "$why" ]; then
         for s in $(seq 0 $((k - 1))); do reps+=(--replica "$s@local:1:2:$per"); done
+        reps+=(--micro-batch "$micro")
         # Cuts balanced on node times measured at this batch (a few runs for
         # ResNet-18, whose batch-64 run takes over a second).
         local cal=20; [ "$name" = resnet18 ] && cal=3

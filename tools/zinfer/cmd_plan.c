@@ -30,11 +30,14 @@
 #include "zi_onnx.h"
 #include "zi_plan.h"
 #include "zi_planner.h"
+#include "zi_split.h"
 #include "zinfer.h"
 
 #define S_MAX 256
 //  Tasks an exec replica holds in flight unless --replica says otherwise.
 #define S_DEFAULT_CREDIT 2
+//  A split is kept when it lowers the bottleneck's share of the work by more than this.
+#define S_SPLIT_GAIN 0.03
 
 typedef struct {
     int seg;
@@ -68,12 +71,18 @@ s_plan_usage (FILE *out)
 "  --input-shape D,...   shape clients send, -1 for the batch (default: model's)\n"
 "  --pre OP              preprocess op: cast=DT, scale=F, normalize=M,M/S,S,\n"
 "                        hwc_to_chw, resize=HxW[:nearest], pad=P,P,...[:V]\n"
+"                        (without --pre, and with the model's dtype and\n"
+"                        shape, the plan has no preprocess stage: the\n"
+"                        broker checks requests against the model itself)\n"
 "  --post OP             aggregate op: softmax, argmax, topk=K\n"
 "  --micro-batch N       rows per task when splitting a batch (default 16)\n"
 "  --max-batch N         rows per task when coalescing (default 64)\n"
 "  --max-delay-us N      longest wait to coalesce requests (default 2000)\n"
 "  --tolerance F         accept cuts F worse than the best for smaller\n"
 "                        crossing tensors (default 0.05)\n"
+"  --no-split            cut between whole layers only (default: a layer the\n"
+"                        cuts cannot balance is split along its output\n"
+"                        channels across the boundary, see model.splits)\n"
 "  --explain             print the segments as a table\n");
 }
 
@@ -376,6 +385,229 @@ s_plan_tensor_from_value (zi_plan_tensor_t *t, const zi_value_t *v)
     }
 }
 
+//  Whether a preprocess stage would do anything for the model's input v:
+//  an op, or clients that send another dtype or shape than the model
+//  takes. Without work the plan gets no preprocess stage: the broker checks
+//  requests against model.inputs itself, and each request saves a process
+//  and two socket crossings. An option that does not parse counts as work,
+//  so that building the stage reports it.
+static bool
+s_pre_has_work (const zi_value_t *v, const char *input_dtype, const char *input_shape,
+                int n_pre)
+{
+    if (n_pre > 0) {
+        return true;
+    }
+    zi_plan_tensor_t model = {0};
+    s_plan_tensor_from_value (&model, v);
+    free (model.name);
+    if (input_dtype && zi_dtype_from_name (input_dtype) != model.dtype) {
+        return true;
+    }
+    bool differs = false;
+    if (input_shape) {
+        double *dims = NULL;
+        size_t nd = 0;
+        differs = s_parse_list (input_shape, &dims, &nd) || nd != (size_t) model.rank;
+        for (size_t d = 0; !differs && d < nd; d++) {
+            differs = (int64_t) dims[d] != model.shape[d];
+        }
+        free (dims);
+    }
+    return differs;
+}
+
+
+//  The cut of one graph: node costs (estimated, or measured when
+//  calibrate > 0), the places that may be cut, and the best cut.
+typedef struct {
+    zi_node_cost_t *costs;
+    double *cross;          //  bytes crossing a cut after node j
+    double *cost;           //  the cost the cut balances
+    int *bad;
+    bool *allowed;
+    int forbidden;
+    int seg_last[S_MAX];
+    double bottleneck;      //  max cost / capacity
+    double total;           //  sum of cost
+} s_cuts_t;
+
+static void
+s_cuts_free (s_cuts_t *c)
+{
+    free (c->costs);
+    free (c->cross);
+    free (c->cost);
+    free (c->bad);
+    free (c->allowed);
+    memset (c, 0, sizeof *c);
+}
+
+static int
+s_cuts (const zi_graph_t *g, zi_tensor_t **probe, long calibrate, int k,
+        const double *capacity, double tolerance, s_cuts_t *c)
+{
+    char err[1024];
+    size_t n = (size_t) g->n_nodes + 1;
+    c->costs = (zi_node_cost_t *) calloc (n, sizeof *c->costs);
+    c->cross = (double *) calloc (n, sizeof *c->cross);
+    c->cost = (double *) calloc (n, sizeof *c->cost);
+    c->bad = (int *) calloc (n, sizeof *c->bad);
+    c->allowed = (bool *) calloc (n, sizeof *c->allowed);
+    if (!c->costs || !c->cross || !c->cost || !c->bad || !c->allowed) {
+        fprintf (stderr, "zinfer plan: out of memory\n");
+        return -1;
+    }
+    if (zi_planner_costs (g, (const zi_tensor_t *const *) probe, c->costs, c->cross, err,
+                          sizeof err)) {
+        fprintf (stderr, "zinfer plan: %s\n", err);
+        return -1;
+    }
+    for (int i = 0; i < g->n_nodes; i++) {
+        c->cost[i] = c->costs[i].cost;
+    }
+    if (calibrate) {
+        //  Measured seconds per node replace the estimates (fusion off so
+        //  every node is timed on its own).
+        zi_exec_opts_t opts = {.no_fuse = true, .profile = true};
+        zi_exec_t *whole = zi_exec_new (g, 0, -1, &opts, err, sizeof err);
+        zi_tensor_t **outs = (zi_tensor_t **) calloc ((size_t) g->n_outputs + 1, sizeof *outs);
+        if (!whole || !outs) {
+            fprintf (stderr, "zinfer plan: %s\n", whole ? "out of memory" : err);
+            free (outs);
+            zi_exec_destroy (&whole);
+            return -1;
+        }
+        double t0 = s_now ();
+        for (long r = 0; r < calibrate; r++) {
+            if (zi_exec_run (whole, (const zi_tensor_t *const *) probe, outs, err, sizeof err)) {
+                fprintf (stderr, "zinfer plan: calibration run: %s\n", err);
+                free (outs);
+                zi_exec_destroy (&whole);
+                return -1;
+            }
+            for (int o = 0; o < zi_exec_n_outputs (whole); o++) {
+                zi_tensor_destroy (&outs[o]);
+            }
+        }
+        free (outs);
+        fprintf (stderr, "zinfer plan: calibrated on %ld runs (%.1f ms each)\n", calibrate,
+                 1e3 * (s_now () - t0) / (double) calibrate);
+        for (int i = 0; i < g->n_nodes; i++) {
+            c->cost[i] = zi_exec_node_seconds (whole, i);
+        }
+        zi_exec_destroy (&whole);
+    }
+    //  Only cuts whose crossing tensors carry the batch axis: a weight or a
+    //  shape computed from one must stay with the segment that reads it.
+    c->forbidden = zi_planner_safe_cuts (g, (const zi_tensor_t *const *) probe, c->bad, err,
+                                         sizeof err);
+    if (c->forbidden < 0) {
+        fprintf (stderr, "zinfer plan: %s\n", err);
+        return -1;
+    }
+    c->total = 0;
+    for (int i = 0; i < g->n_nodes; i++) {
+        c->allowed[i] = c->bad[i] < 0;
+        c->total += c->cost[i] > 0 ? c->cost[i] : 0;
+    }
+    if (zi_planner_cut_allowed (g->n_nodes, c->cost, c->cross, k, capacity, c->allowed,
+                                tolerance, c->seg_last, &c->bottleneck, err, sizeof err)) {
+        fprintf (stderr, "zinfer plan: %s\n", err);
+        for (int i = 0, shown = 0; i + 1 < g->n_nodes && shown < 5; i++) {
+            if (c->bad[i] >= 0) {
+                fprintf (stderr, "zinfer plan:   not after node %d (%s): tensor '%s' has no "
+                         "batch axis\n", i, g->nodes[i].name, g->values[c->bad[i]].name);
+                shown++;
+            }
+        }
+        return -1;
+    }
+    if (!(c->total > 0)) {
+        c->total = 1;
+    }
+    return 0;
+}
+
+//  Splits that would let each boundary fall where the capacities want it:
+//  for boundary b the cost before it should be total * (cap_0 + .. + cap_b)
+//  / sum(cap). When that point falls inside a splittable layer (or inside
+//  the channel-wise chain after one), the layer is split so that part A
+//  (with its chain) carries the cost up to the point. Channel counts are
+//  rounded to multiples of 16 (whole SIMD panels). Returned in descending
+//  node order, so every index refers to the unsplit graph.
+static int
+s_choose_splits (const zi_graph_t *g, const s_cuts_t *c, int k, const double *capacity,
+                 zi_split_t *out)
+{
+    int n = 0;
+    double cap_total = 0;
+    for (int s = 0; s < k; s++) {
+        cap_total += capacity[s];
+    }
+    double before = 0;
+    for (int b = 0; b + 1 < k; b++) {
+        before += capacity[b];
+        double target = c->total * before / cap_total;
+        //  the node whose cost spans the target
+        double prefix = 0;
+        int j = 0;
+        for (; j < g->n_nodes; j++) {
+            double cj = c->cost[j] > 0 ? c->cost[j] : 0;
+            if (prefix + cj > target) {
+                break;
+            }
+            prefix += cj;
+        }
+        if (j >= g->n_nodes) {
+            continue;
+        }
+        //  the splittable layer whose chain covers node j
+        for (int l = j; l >= 0 && l > j - ZI_SPLIT_CHAIN_MAX - 1; l--) {
+            int64_t channels;
+            int chain;
+            char why[256];
+            if (zi_split_probe (g, l, &channels, &chain, why, sizeof why) || l + chain < j) {
+                continue;
+            }
+            double start = prefix, span = 0;
+            for (int i = j - 1; i >= l; i--) {
+                start -= c->cost[i] > 0 ? c->cost[i] : 0;
+            }
+            for (int i = l; i <= l + chain; i++) {
+                span += c->cost[i] > 0 ? c->cost[i] : 0;
+            }
+            if (!(span > 0)) {
+                break;
+            }
+            double f = (target - start) / span;
+            int64_t step = channels >= 64 ? 16 : 1;
+            int64_t at = (int64_t) (f * (double) channels / (double) step + 0.5) * step;
+            if (at >= step && at <= channels - step) {
+                bool dup = false;
+                for (int i = 0; i < n; i++) {
+                    dup |= out[i].node == l;
+                }
+                if (!dup) {
+                    out[n].node = l;
+                    out[n].at = at;
+                    n++;
+                }
+            }
+            break;
+        }
+    }
+    //  descending node order
+    for (int i = 1; i < n; i++) {
+        for (int m = i; m > 0 && out[m].node > out[m - 1].node; m--) {
+            zi_split_t t = out[m];
+            out[m] = out[m - 1];
+            out[m - 1] = t;
+        }
+    }
+    return n;
+}
+
 int
 zi_cmd_plan (int argc, char **argv)
 {
@@ -391,7 +623,7 @@ zi_cmd_plan (int argc, char **argv)
     long segments = 0, port = 5555, batch = 16, calibrate = 0;
     long micro = 16, max_batch = 64, max_delay = 2000;
     double tolerance = 0.05;
-    bool explain = false;
+    bool explain = false, split = true;
     char err[1024];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -401,6 +633,10 @@ zi_cmd_plan (int argc, char **argv)
         }
         if (strcmp (a, "--explain") == 0) {
             explain = true;
+            continue;
+        }
+        if (strcmp (a, "--no-split") == 0) {
+            split = false;
             continue;
         }
         if (a[0] != '-') {
@@ -550,15 +786,11 @@ zi_cmd_plan (int argc, char **argv)
     }
     int status = 1;
     zi_plan_t *plan = NULL;
-    zi_node_cost_t *costs = (zi_node_cost_t *) calloc ((size_t) g->n_nodes + 1, sizeof *costs);
-    double *cross = (double *) calloc ((size_t) g->n_nodes + 1, sizeof *cross);
-    double *cost = (double *) calloc ((size_t) g->n_nodes + 1, sizeof *cost);
     zi_tensor_t **probe = (zi_tensor_t **) calloc ((size_t) g->n_inputs + 1, sizeof *probe);
-    int seg_last[S_MAX];
-    int *bad = NULL;
-    bool *allowed = NULL;
-    zi_exec_t *whole = NULL;
-    if (!costs || !cross || !cost || !probe) {
+    s_cuts_t cuts = {0}, trial = {0};
+    zi_split_t splits[S_MAX];
+    int n_splits = 0;
+    if (!probe) {
         fprintf (stderr, "zinfer plan: out of memory\n");
         goto done;
     }
@@ -579,77 +811,60 @@ zi_cmd_plan (int argc, char **argv)
             goto done;
         }
     }
-    if (zi_planner_costs (g, (const zi_tensor_t *const *) probe, costs, cross, err,
-                          sizeof err)) {
-        fprintf (stderr, "zinfer plan: %s\n", err);
+    if (s_cuts (g, probe, calibrate, k, capacity, tolerance, &cuts)) {
         goto done;
     }
-    for (int n = 0; n < g->n_nodes; n++) {
-        cost[n] = costs[n].cost;
-    }
-    if (calibrate) {
-        //  Measured seconds per node replace the estimates (fusion off so
-        //  every node is timed on its own).
-        zi_exec_opts_t opts = {.no_fuse = true, .profile = true};
-        whole = zi_exec_new (g, 0, -1, &opts, err, sizeof err);
-        zi_tensor_t **outs = (zi_tensor_t **) calloc ((size_t) g->n_outputs + 1, sizeof *outs);
-        if (!whole || !outs) {
-            fprintf (stderr, "zinfer plan: %s\n", whole ? "out of memory" : err);
-            free (outs);
-            goto done;
-        }
-        double t0 = s_now ();
-        for (long r = 0; r < calibrate; r++) {
-            if (zi_exec_run (whole, (const zi_tensor_t *const *) probe, outs, err, sizeof err)) {
-                fprintf (stderr, "zinfer plan: calibration run: %s\n", err);
-                free (outs);
+    //  A layer that whole-layer cuts cannot balance is split across the
+    //  boundary (zi_split.h) when that lowers the bottleneck share by more
+    //  than S_SPLIT_GAIN: the model is loaded again, split, and planned
+    //  (and calibrated) anew, and the better of the two plans is kept.
+    if (k > 1 && split) {
+        n_splits = s_choose_splits (g, &cuts, k, capacity, splits);
+        if (n_splits > 0) {
+            zi_graph_t *g2 = zi_onnx_load (model, err, sizeof err);
+            if (!g2 || zi_split_apply_all (g2, splits, (size_t) n_splits, err, sizeof err)) {
+                fprintf (stderr, "zinfer plan: %s\n", err);
+                zi_graph_destroy (&g2);
                 goto done;
             }
-            for (int o = 0; o < zi_exec_n_outputs (whole); o++) {
-                zi_tensor_destroy (&outs[o]);
+            if (s_cuts (g2, probe, calibrate, k, capacity, tolerance, &trial)) {
+                zi_graph_destroy (&g2);
+                goto done;
             }
-        }
-        free (outs);
-        fprintf (stderr, "zinfer plan: calibrated on %ld runs (%.1f ms each)\n", calibrate,
-                 1e3 * (s_now () - t0) / (double) calibrate);
-        for (int n = 0; n < g->n_nodes; n++) {
-            cost[n] = zi_exec_node_seconds (whole, n);
-        }
-        zi_exec_destroy (&whole);
-    }
-    //  Only cuts whose crossing tensors carry the batch axis: a weight or a
-    //  shape computed from one must stay with the segment that reads it.
-    bad = (int *) calloc ((size_t) g->n_nodes + 1, sizeof *bad);
-    allowed = (bool *) calloc ((size_t) g->n_nodes + 1, sizeof *allowed);
-    if (!bad || !allowed) {
-        fprintf (stderr, "zinfer plan: out of memory\n");
-        goto done;
-    }
-    int forbidden = zi_planner_safe_cuts (g, (const zi_tensor_t *const *) probe, bad, err,
-                                          sizeof err);
-    if (forbidden < 0) {
-        fprintf (stderr, "zinfer plan: %s\n", err);
-        goto done;
-    }
-    for (int n = 0; n < g->n_nodes; n++) {
-        allowed[n] = bad[n] < 0;
-    }
-    double bottleneck;
-    if (zi_planner_cut_allowed (g->n_nodes, cost, cross, k, capacity, allowed, tolerance,
-                                seg_last, &bottleneck, err, sizeof err)) {
-        fprintf (stderr, "zinfer plan: %s\n", err);
-        for (int n = 0, shown = 0; n + 1 < g->n_nodes && shown < 5; n++) {
-            if (bad[n] >= 0) {
-                fprintf (stderr, "zinfer plan:   not after node %d (%s): tensor '%s' has no "
-                         "batch axis\n", n, g->nodes[n].name, g->values[bad[n]].name);
-                shown++;
+            double before = cuts.bottleneck / cuts.total;
+            double after = trial.bottleneck / trial.total;
+            if (explain) {
+                for (int i = 0; i < n_splits; i++) {
+                    fprintf (stderr, "zinfer plan: split node %d (%s) at channel %lld\n",
+                             (int) splits[i].node, g->nodes[splits[i].node].name,
+                             (long long) splits[i].at);
+                }
+                fprintf (stderr, "zinfer plan: bottleneck share %.1f%% whole layers, %.1f%% "
+                         "with the split%s: %s\n", 100 * before, 100 * after,
+                         n_splits > 1 ? "s" : "",
+                         after < before * (1 - S_SPLIT_GAIN) ? "split" : "not split");
             }
+            if (after < before * (1 - S_SPLIT_GAIN)) {
+                zi_graph_t *t = g;
+                g = g2;
+                g2 = t;
+                s_cuts_t c = cuts;
+                cuts = trial;
+                trial = c;
+            }
+            else {
+                n_splits = 0;
+            }
+            zi_graph_destroy (&g2);
         }
-        goto done;
     }
-    if (forbidden > 0 && explain) {
+    const zi_node_cost_t *costs = cuts.costs;
+    const double *cross = cuts.cross, *cost = cuts.cost;
+    const int *seg_last = cuts.seg_last;
+    double bottleneck = cuts.bottleneck;
+    if (cuts.forbidden > 0 && explain) {
         fprintf (stderr, "zinfer plan: %d of %d places between nodes not cut: a tensor "
-                 "without the batch axis would cross them\n", forbidden, g->n_nodes - 1);
+                 "without the batch axis would cross them\n", cuts.forbidden, g->n_nodes - 1);
     }
     //  Build the plan.
     plan = zi_plan_new ();
@@ -659,6 +874,15 @@ zi_cmd_plan (int argc, char **argv)
     }
     plan->model.path = s_model_path_for_plan (model, out_path);
     plan->model.node_count = g->n_nodes;
+    if (n_splits > 0) {
+        plan->model.splits = (zi_split_t *) malloc ((size_t) n_splits * sizeof (zi_split_t));
+        if (!plan->model.splits) {
+            fprintf (stderr, "zinfer plan: out of memory\n");
+            goto done;
+        }
+        memcpy (plan->model.splits, splits, (size_t) n_splits * sizeof (zi_split_t));
+        plan->model.n_splits = (size_t) n_splits;
+    }
     for (int i = 0; i < g->n_inputs; i++) {
         zi_plan_tensor_t *t = ZI_PLAN_PUSH (plan->model.inputs, plan->model.n_inputs);
         s_plan_tensor_from_value (t, &g->values[g->inputs[i]]);
@@ -751,44 +975,53 @@ zi_cmd_plan (int argc, char **argv)
         }
         first = seg_last[s] + 1;
     }
-    //  Stages: preprocess (validation + ops), partition, aggregate.
+    //  Stages: preprocess (validation + ops) only when it has work (an op,
+    //  or clients that send another dtype or shape than the model takes),
+    //  partition, aggregate.
     {
-        zi_plan_stage_t *st = ZI_PLAN_PUSH (plan->stages, plan->n_stages);
-        st->kind = ZI_PLAN_STAGE_PREPROCESS;
-        zi_plan_add_replica (&st->replicas, &st->n_replicas, "pre0", bhost, 1.0);
-        for (int i = 0; i < g->n_inputs; i++) {
-            zi_plan_io_t *io = ZI_PLAN_PUSH (st->tensors, st->n_tensors);
-            s_plan_tensor_from_value (&io->tensor, &g->values[g->inputs[i]]);
-            if (i == 0 && input_dtype) {
-                io->tensor.dtype = zi_dtype_from_name (input_dtype);
-                if (!zi_dtype_valid (io->tensor.dtype)) {
-                    fprintf (stderr, "zinfer plan: --input-dtype '%s' is not a dtype\n",
-                             input_dtype);
-                    goto done;
-                }
-            }
-            if (i == 0 && input_shape) {
-                double *dims = NULL;
-                size_t nd = 0;
-                if (s_parse_list (input_shape, &dims, &nd) || nd > ZI_MAX_RANK) {
-                    free (dims);
-                    fprintf (stderr, "zinfer plan: --input-shape '%s': expected up to %d "
-                             "comma-separated dims (-1 for the batch)\n", input_shape,
-                             ZI_MAX_RANK);
-                    goto done;
-                }
-                io->tensor.rank = (int) nd;
-                for (size_t d = 0; d < nd; d++) {
-                    io->tensor.shape[d] = (int64_t) dims[d];
-                }
-                free (dims);
-            }
-            if (i == 0) {
-                for (int p = 0; p < n_pre; p++) {
-                    zi_plan_op_t *op = ZI_PLAN_PUSH (io->ops, io->n_ops);
-                    if (!op || s_parse_op (pre[p], false, op, err, sizeof err)) {
-                        fprintf (stderr, "zinfer plan: %s\n", op ? err : "out of memory");
+        zi_plan_stage_t *st = NULL;
+        if (g->n_inputs > 0
+            && s_pre_has_work (&g->values[g->inputs[0]], input_dtype, input_shape, n_pre)) {
+            st = ZI_PLAN_PUSH (plan->stages, plan->n_stages);
+            st->kind = ZI_PLAN_STAGE_PREPROCESS;
+            zi_plan_add_replica (&st->replicas, &st->n_replicas, "pre0", bhost, 1.0);
+            for (int i = 0; i < g->n_inputs; i++) {
+                zi_plan_io_t *io = ZI_PLAN_PUSH (st->tensors, st->n_tensors);
+                s_plan_tensor_from_value (&io->tensor, &g->values[g->inputs[i]]);
+                if (i == 0 && input_dtype) {
+                    io->tensor.dtype = zi_dtype_from_name (input_dtype);
+                    if (!zi_dtype_valid (io->tensor.dtype)) {
+                        fprintf (stderr,
+                                 "zinfer plan: --input-dtype '%s' is not a dtype\n",
+                                 input_dtype);
                         goto done;
+                    }
+                }
+                if (i == 0 && input_shape) {
+                    double *dims = NULL;
+                    size_t nd = 0;
+                    if (s_parse_list (input_shape, &dims, &nd) || nd > ZI_MAX_RANK) {
+                        free (dims);
+                        fprintf (stderr,
+                                 "zinfer plan: --input-shape '%s': expected up to %d "
+                                 "comma-separated dims (-1 for the batch)\n",
+                                 input_shape, ZI_MAX_RANK);
+                        goto done;
+                    }
+                    io->tensor.rank = (int) nd;
+                    for (size_t d = 0; d < nd; d++) {
+                        io->tensor.shape[d] = (int64_t) dims[d];
+                    }
+                    free (dims);
+                }
+                if (i == 0) {
+                    for (int p = 0; p < n_pre; p++) {
+                        zi_plan_op_t *op = ZI_PLAN_PUSH (io->ops, io->n_ops);
+                        if (!op || s_parse_op (pre[p], false, op, err, sizeof err)) {
+                            fprintf (stderr, "zinfer plan: %s\n",
+                                     op ? err : "out of memory");
+                            goto done;
+                        }
                     }
                 }
             }
@@ -852,12 +1085,8 @@ done:
         }
     }
     free (probe);
-    free (costs);
-    free (cross);
-    free (cost);
-    free (bad);
-    free (allowed);
-    zi_exec_destroy (&whole);
+    s_cuts_free (&cuts);
+    s_cuts_free (&trial);
     zi_plan_destroy (&plan);
     zi_graph_destroy (&g);
     return status;

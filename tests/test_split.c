@@ -1,0 +1,246 @@
+/*  test_split.c - splitting one layer along its output channels (zi_split):
+    every splittable layer of every model in the repo, split at several
+    points, still matches torch's saved outputs and the unsplit model; a cut
+    between the two parts (segments run apart, as the exec workers do) is
+    bit-identical to the split graph run whole; bad splits get reasons.
+    // ctest-timeout: 300
+*/
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "zi_exec.h"
+#include "zi_onnx.h"
+#include "zi_split.h"
+
+static const char *s_models[] = {
+    "examples/fashion-mnist",
+    "tests/models/small_mlp",
+    "tests/models/resnet_tiny",
+    "tests/models/transformer_block",
+    "tests/models/mlp",
+};
+#define S_NMODELS (sizeof s_models / sizeof s_models[0])
+
+static zi_graph_t *
+s_load (const char *dir)
+{
+    char path[1024], err[1024];
+    snprintf (path, sizeof path, "%s/%s/model.onnx", ZI_SOURCE_DIR, dir);
+    zi_graph_t *g = zi_onnx_load (path, err, sizeof err);
+    cr_assert_not_null (g, "%s: %s", path, err);
+    return g;
+}
+
+static zi_tensor_t *
+s_input (const char *dir)
+{
+    char path[1024], err[1024];
+    snprintf (path, sizeof path, "%s/%s/test_data_set_0/input_0.pb", ZI_SOURCE_DIR, dir);
+    zi_tensor_t *t = zi_onnx_load_tensor (path, NULL, err, sizeof err);
+    cr_assert_not_null (t, "%s: %s", path, err);
+    return t;
+}
+
+static zi_tensor_t *
+s_reference (const char *dir)
+{
+    char path[1024], err[1024];
+    snprintf (path, sizeof path, "%s/%s/test_data_set_0/output_0.pb", ZI_SOURCE_DIR, dir);
+    zi_tensor_t *t = zi_onnx_load_tensor (path, NULL, err, sizeof err);
+    cr_assert_not_null (t, "%s: %s", path, err);
+    return t;
+}
+
+//  Run nodes [first, last]; `vals` maps value index -> tensor (owned).
+static void
+s_run (const zi_graph_t *g, int first, int last, zi_tensor_t **vals)
+{
+    char err[1024];
+    zi_exec_t *ex = zi_exec_new (g, first, last, NULL, err, sizeof err);
+    cr_assert_not_null (ex, "segment %d:%d: %s", first, last, err);
+    const zi_tensor_t *in[64];
+    zi_tensor_t *out[64];
+    cr_assert_leq (zi_exec_n_inputs (ex), 64);
+    for (int i = 0; i < zi_exec_n_inputs (ex); i++) {
+        int v = zi_graph_find_value (g, zi_exec_input (ex, i)->name);
+        cr_assert (v >= 0 && vals[v], "segment %d:%d needs '%s' which nothing made", first,
+                   last, zi_exec_input (ex, i)->name);
+        in[i] = vals[v];
+    }
+    cr_assert_eq (zi_exec_run (ex, in, out, err, sizeof err), 0, "segment %d:%d: %s", first,
+                  last, err);
+    for (int i = 0; i < zi_exec_n_outputs (ex); i++) {
+        int v = zi_graph_find_value (g, zi_exec_output (ex, i)->name);
+        cr_assert (v >= 0);
+        zi_tensor_destroy (&vals[v]);
+        vals[v] = out[i];
+    }
+    zi_exec_destroy (&ex);
+}
+
+//  The graph's first output for input x, nodes cut after each of cuts[].
+static zi_tensor_t *
+s_output (const zi_graph_t *g, const zi_tensor_t *x, const int *cuts, int ncuts)
+{
+    zi_tensor_t **vals = (zi_tensor_t **) calloc ((size_t) g->n_values, sizeof *vals);
+    cr_assert_not_null (vals);
+    vals[g->inputs[0]] = zi_tensor_dup (x);
+    int first = 0;
+    for (int c = 0; c <= ncuts; c++) {
+        int last = c < ncuts ? cuts[c] : g->n_nodes - 1;
+        s_run (g, first, last, vals);
+        first = last + 1;
+    }
+    zi_tensor_t *y = vals[g->outputs[0]];
+    vals[g->outputs[0]] = NULL;
+    for (int v = 0; v < g->n_values; v++) {
+        zi_tensor_destroy (&vals[v]);
+    }
+    free (vals);
+    cr_assert_not_null (y);
+    return y;
+}
+
+static double
+s_max_err (const zi_tensor_t *got, const zi_tensor_t *want, double rtol, double atol)
+{
+    cr_assert (zi_tensor_same_shape (got, want), "shape/dtype differ");
+    const float *a = (const float *) got->data, *b = (const float *) want->data;
+    double worst = 0;
+    for (int64_t i = 0; i < zi_tensor_count (got); i++) {
+        double e = fabs ((double) a[i] - b[i]) / (atol + rtol * fabs ((double) b[i]));
+        worst = e > worst ? e : worst;
+    }
+    return worst;   //  <= 1 within tolerance
+}
+
+Test (split, every_splittable_layer_split_anywhere_still_matches_torch_and_the_whole_model)
+{
+    int splits = 0;
+    for (size_t m = 0; m < S_NMODELS; m++) {
+        zi_graph_t *g = s_load (s_models[m]);
+        zi_tensor_t *x = s_input (s_models[m]);
+        zi_tensor_t *ref = s_reference (s_models[m]);
+        zi_tensor_t *plain = s_output (g, x, NULL, 0);
+        int nodes = g->n_nodes;
+        for (int n = 0; n < nodes; n++) {
+            int64_t channels;
+            int chain;
+            char err[512];
+            if (zi_split_probe (g, n, &channels, &chain, err, sizeof err)) {
+                continue;
+            }
+            int64_t points[3] = {1, channels / 2, channels - 1};
+            for (int p = 0; p < 3; p++) {
+                zi_graph_t *s = s_load (s_models[m]);
+                cr_assert_eq (zi_split_apply (s, n, points[p], err, sizeof err), 0, "%s node %d "
+                              "at %lld: %s", s_models[m], n, (long long) points[p], err);
+                cr_assert_eq (s->n_nodes, nodes + chain + 2, "%s node %d: %d nodes after the "
+                              "split", s_models[m], n, s->n_nodes);
+                cr_assert_str_eq (s->nodes[n + 2 * chain + 2].op_type, "Concat");
+                //  Tolerance as test_exec's against torch; against the unsplit
+                //  model 1e-5 relative (a narrower GEMM may block differently).
+                zi_tensor_t *whole = s_output (s, x, NULL, 0);
+                cr_assert_leq (s_max_err (whole, ref, 1e-4, 1e-5), 1.0, "%s node %d at %lld: "
+                               "differs from torch", s_models[m], n, (long long) points[p]);
+                cr_assert_leq (s_max_err (whole, plain, 1e-5, 1e-6), 1.0, "%s node %d at %lld: "
+                               "differs from the unsplit model", s_models[m], n,
+                               (long long) points[p]);
+                //  The cut between the parts: part A alone in segment 0.
+                int cut = n + chain;
+                zi_tensor_t *cutrun = s_output (s, x, &cut, 1);
+                cr_assert_eq (memcmp (cutrun->data, whole->data, whole->nbytes), 0,
+                              "%s node %d at %lld: the cut between the parts is not "
+                              "bit-identical to the split graph run whole", s_models[m], n,
+                              (long long) points[p]);
+                zi_tensor_destroy (&cutrun);
+                zi_tensor_destroy (&whole);
+                zi_graph_destroy (&s);
+                splits++;
+            }
+        }
+        zi_tensor_destroy (&plain);
+        zi_tensor_destroy (&ref);
+        zi_tensor_destroy (&x);
+        zi_graph_destroy (&g);
+    }
+    //  Gemm (mlp, small_mlp), Conv (CNNs), MatMul (transformer): dozens.
+    cr_assert_geq (splits, 60, "only %d splits tried: the probe refuses layers it should take",
+                   splits);
+}
+
+Test (split, channel_wise_successors_are_copied_into_both_parts)
+{
+    //  Fashion-MNIST: Conv -> Relu -> MaxPool twice, then Flatten and Gemms.
+    zi_graph_t *g = s_load ("examples/fashion-mnist");
+    int conv = -1;
+    for (int n = g->n_nodes - 1; n >= 0; n--) {
+        if (strcmp (g->nodes[n].op_type, "Conv") == 0) {
+            conv = n;       //  the second convolution
+            break;
+        }
+    }
+    cr_assert_geq (conv, 0);
+    int64_t channels;
+    int chain;
+    char err[512];
+    cr_assert_eq (zi_split_probe (g, conv, &channels, &chain, err, sizeof err), 0, "%s", err);
+    cr_assert_eq (chain, 2, "Relu and MaxPool follow the conv (got a chain of %d)", chain);
+    const zi_tensor_t *w = g->values[g->nodes[conv].in[1]].init;
+    int wv = g->nodes[conv].in[1];
+    cr_assert_eq (zi_split_apply (g, conv, 16, err, sizeof err), 0, "%s", err);
+    const char *want[] = {"Conv", "Relu", "MaxPool", "Conv", "Relu", "MaxPool", "Concat"};
+    for (int i = 0; i < 7; i++) {
+        cr_assert_str_eq (g->nodes[conv + i].op_type, want[i], "node %d", conv + i);
+    }
+    //  The parts' weights: 16 and channels-16 output channels; the original freed.
+    cr_assert_eq (g->values[g->nodes[conv].in[1]].init->ne[0], 16);
+    cr_assert_eq (g->values[g->nodes[conv + 3].in[1]].init->ne[0], channels - 16);
+    cr_assert_null (g->values[wv].init, "the unsplit weight is still held");
+    (void) w;
+    zi_graph_destroy (&g);
+
+    //  MLP: Gemm -> Relu.
+    g = s_load ("tests/models/mlp");
+    cr_assert_str_eq (g->nodes[0].op_type, "Gemm");
+    cr_assert_eq (zi_split_probe (g, 0, &channels, &chain, err, sizeof err), 0, "%s", err);
+    cr_assert_eq (chain, 1);
+    zi_graph_destroy (&g);
+}
+
+Test (split, bad_splits_are_refused_with_the_reason)
+{
+    zi_graph_t *g = s_load ("tests/models/mlp");
+    int nodes = g->n_nodes;
+    int64_t channels;
+    int chain;
+    char err[512];
+    cr_assert_eq (zi_split_probe (g, 0, &channels, &chain, err, sizeof err), 0, "%s", err);
+    cr_assert_neq (zi_split_apply (g, 0, 0, err, sizeof err), 0);
+    cr_assert (strstr (err, "split point must be 1.."), "%s", err);
+    cr_assert_neq (zi_split_apply (g, 0, channels, err, sizeof err), 0);
+    cr_assert (strstr (err, "split point"), "%s", err);
+    cr_assert_neq (zi_split_apply (g, 1, 8, err, sizeof err), 0);    //  the Relu
+    cr_assert (strstr (err, "only Gemm, MatMul and Conv"), "%s", err);
+    cr_assert_neq (zi_split_apply (g, nodes, 8, err, sizeof err), 0);
+    cr_assert (strstr (err, "has"), "%s", err);
+    cr_assert_eq (g->n_nodes, nodes, "a refused split changed the graph");
+    zi_split_t list[2] = {{0, 100}, {1, 5}};
+    cr_assert_neq (zi_split_apply_all (g, list, 2, err, sizeof err), 0);
+    cr_assert (strstr (err, "split 1 (node 1 at 5)"), "%s", err);
+    zi_graph_destroy (&g);
+
+    //  Grouped convolution (depthwise): not split.
+    g = s_load ("tests/models/resnet_tiny");
+    for (int n = 0; n < g->n_nodes; n++) {
+        if (strcmp (g->nodes[n].op_type, "Conv") == 0
+            && zi_node_attr_int (&g->nodes[n], "group", 1) != 1) {
+            cr_assert_neq (zi_split_probe (g, n, &channels, &chain, err, sizeof err), 0);
+            cr_assert (strstr (err, "group 1"), "%s", err);
+        }
+    }
+    zi_graph_destroy (&g);
+}
