@@ -444,7 +444,7 @@ s_cuts_free (s_cuts_t *c)
 }
 
 static int
-s_cuts (const zi_graph_t *g, zi_tensor_t **probe, long calibrate, int k,
+s_cuts (const zi_graph_t *g, zi_tensor_t **probe, long calibrate, int threads, int k,
         const double *capacity, double tolerance, s_cuts_t *c)
 {
     char err[1024];
@@ -467,9 +467,12 @@ s_cuts (const zi_graph_t *g, zi_tensor_t **probe, long calibrate, int k,
         c->cost[i] = c->costs[i].cost;
     }
     if (calibrate) {
-        //  Measured seconds per node replace the estimates (fusion off so
-        //  every node is timed on its own).
-        zi_exec_opts_t opts = {.no_fuse = true, .profile = true};
+        //  Measured seconds per node replace the estimates, timed as the exec
+        //  workers will run them: fused (a Conv's Relu and MaxPool cost what
+        //  the fused kernel adds, charged to the Conv; a cut inside such a
+        //  group moves nothing the tie-break would prefer) and with the
+        //  replicas' thread count (a layer's share of the time depends on it).
+        zi_exec_opts_t opts = {.profile = true, .nthreads = threads};
         zi_exec_t *whole = zi_exec_new (g, 0, -1, &opts, err, sizeof err);
         zi_tensor_t **outs = (zi_tensor_t **) calloc ((size_t) g->n_outputs + 1, sizeof *outs);
         if (!whole || !outs) {
@@ -811,7 +814,10 @@ zi_cmd_plan (int argc, char **argv)
             goto done;
         }
     }
-    if (s_cuts (g, probe, calibrate, k, capacity, tolerance, &cuts)) {
+    //  Calibration threads: those of the first replica (bench and launcher
+    //  plans give every replica the same).
+    int cal_threads = n_replicas > 0 && replicas[0].threads > 0 ? (int) replicas[0].threads : 1;
+    if (s_cuts (g, probe, calibrate, cal_threads, k, capacity, tolerance, &cuts)) {
         goto done;
     }
     //  A layer that whole-layer cuts cannot balance is split across the
@@ -827,7 +833,7 @@ zi_cmd_plan (int argc, char **argv)
                 zi_graph_destroy (&g2);
                 goto done;
             }
-            if (s_cuts (g2, probe, calibrate, k, capacity, tolerance, &trial)) {
+            if (s_cuts (g2, probe, calibrate, cal_threads, k, capacity, tolerance, &trial)) {
                 zi_graph_destroy (&g2);
                 goto done;
             }
