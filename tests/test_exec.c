@@ -13,37 +13,7 @@
 #include "zi_gemm.h"
 #include "zi_onnx.h"
 #include "zi_ops.h"
-
-//  Models shipped in the repo, each with test_data_set_0/input_0.pb and
-//  output_0.pb saved by torch when it was exported.
-static const char *s_models[] = {
-    "examples/fashion-mnist",
-    "tests/models/small_mlp",
-    "tests/models/resnet_tiny",
-    "tests/models/transformer_block",
-    "tests/models/mlp",
-};
-#define S_NMODELS (sizeof s_models / sizeof s_models[0])
-
-static zi_graph_t *
-s_load (const char *dir)
-{
-    char path[1024], err[1024];
-    snprintf (path, sizeof path, "%s/%s/model.onnx", ZI_SOURCE_DIR, dir);
-    zi_graph_t *g = zi_onnx_load (path, err, sizeof err);
-    cr_assert_not_null (g, "%s: %s", path, err);
-    return g;
-}
-
-static zi_tensor_t *
-s_load_pb (const char *dir, int set, const char *file)
-{
-    char path[1024], err[1024];
-    snprintf (path, sizeof path, "%s/%s/test_data_set_%d/%s", ZI_SOURCE_DIR, dir, set, file);
-    zi_tensor_t *t = zi_onnx_load_tensor (path, NULL, err, sizeof err);
-    cr_assert_not_null (t, "%s: %s", path, err);
-    return t;
-}
+#include "zt_models.h"
 
 //  Run nodes [first, last] with the values computed so far (a small name ->
 //  tensor table), adding the segment's outputs to the table.
@@ -122,12 +92,12 @@ Test (exec, whole_models_match_torch_reference_outputs)
 {
     //  Tolerance: float32 kernels with different summation orders than
     //  torch's; the saved outputs are torch's own float32 results.
-    for (size_t m = 0; m < S_NMODELS; m++) {
-        zi_graph_t *g = s_load (s_models[m]);
+    for (size_t m = 0; m < ZT_NMODELS; m++) {
+        zi_graph_t *g = zt_model_load (zt_models[m]);
         for (int set = 0; set < 2; set++) {
             char probe[1024];
             snprintf (probe, sizeof probe, "%s/%s/test_data_set_%d", ZI_SOURCE_DIR,
-                      s_models[m], set);
+                      zt_models[m], set);
             FILE *f = fopen (probe, "r");
             if (!f) {
                 continue;
@@ -135,14 +105,14 @@ Test (exec, whole_models_match_torch_reference_outputs)
             fclose (f);
             s_env_t env = {0};
             env.names[0] = g->values[g->inputs[0]].name;
-            env.tensors[0] = s_load_pb (s_models[m], set, "input_0.pb");
+            env.tensors[0] = zt_model_pb (zt_models[m], set, "input_0.pb");
             env.n = 1;
             s_run_segment (g, 0, -1, &env, false);
-            zi_tensor_t *want = s_load_pb (s_models[m], set, "output_0.pb");
+            zi_tensor_t *want = zt_model_pb (zt_models[m], set, "output_0.pb");
             const zi_tensor_t *got = s_env_get (&env, g->values[g->outputs[0]].name);
             cr_assert_not_null (got);
             char what[256];
-            snprintf (what, sizeof what, "%s set %d", s_models[m], set);
+            snprintf (what, sizeof what, "%s set %d", zt_models[m], set);
             s_assert_close (got, want, 1e-4, 1e-5, what);
             zi_tensor_destroy (&want);
             s_env_clear (&env);
@@ -182,9 +152,9 @@ s_check_cut (const zi_graph_t *g, const char *model, const zi_tensor_t *x, const
 
 Test (exec, segments_are_bit_identical_to_the_whole_graph)
 {
-    for (size_t m = 0; m < S_NMODELS; m++) {
-        zi_graph_t *g = s_load (s_models[m]);
-        zi_tensor_t *x = s_load_pb (s_models[m], 0, "input_0.pb");
+    for (size_t m = 0; m < ZT_NMODELS; m++) {
+        zi_graph_t *g = zt_model_load (zt_models[m]);
+        zi_tensor_t *x = zt_model_pb (zt_models[m], 0, "input_0.pb");
         s_env_t whole = {0};
         whole.names[0] = g->values[g->inputs[0]].name;
         whole.tensors[0] = zi_tensor_dup (x);
@@ -192,15 +162,15 @@ Test (exec, segments_are_bit_identical_to_the_whole_graph)
         s_run_segment (g, 0, -1, &whole, false);
         //  every single cut point, then a few 2- and 3-cut splits
         for (int c = 0; c + 1 < g->n_nodes; c++) {
-            s_check_cut (g, s_models[m], x, &c, 1, &whole);
+            s_check_cut (g, zt_models[m], x, &c, 1, &whole);
         }
         for (int a = 0; a + 2 < g->n_nodes; a += 1 + g->n_nodes / 7) {
             for (int b = a + 1; b + 1 < g->n_nodes; b += 1 + g->n_nodes / 5) {
                 int cuts2[2] = {a, b};
-                s_check_cut (g, s_models[m], x, cuts2, 2, &whole);
+                s_check_cut (g, zt_models[m], x, cuts2, 2, &whole);
                 if (b + 2 < g->n_nodes) {
                     int cuts3[3] = {a, b, b + 1};
-                    s_check_cut (g, s_models[m], x, cuts3, 3, &whole);
+                    s_check_cut (g, zt_models[m], x, cuts3, 3, &whole);
                 }
             }
         }
@@ -212,9 +182,9 @@ Test (exec, segments_are_bit_identical_to_the_whole_graph)
 
 Test (exec, fusion_changes_nothing)
 {
-    for (size_t m = 0; m < S_NMODELS; m++) {
-        zi_graph_t *g = s_load (s_models[m]);
-        zi_tensor_t *x = s_load_pb (s_models[m], 0, "input_0.pb");
+    for (size_t m = 0; m < ZT_NMODELS; m++) {
+        zi_graph_t *g = zt_model_load (zt_models[m]);
+        zi_tensor_t *x = zt_model_pb (zt_models[m], 0, "input_0.pb");
         s_env_t fused = {0}, plain = {0};
         fused.names[0] = plain.names[0] = g->values[g->inputs[0]].name;
         fused.tensors[0] = zi_tensor_dup (x);
@@ -231,12 +201,12 @@ Test (exec, fusion_changes_nothing)
             const zi_tensor_t *in[1] = {x};
             zi_tensor_t *y[4] = {0};
             cr_assert_eq (zi_exec_run (ex, in, y, err, sizeof err), 0);
-            if (!strstr (s_models[m], "resnet_tiny")) {
-                cr_assert_gt (zi_exec_n_fused (ex), 0, "%s: nothing fused", s_models[m]);
+            if (!strstr (zt_models[m], "resnet_tiny")) {
+                cr_assert_gt (zi_exec_n_fused (ex), 0, "%s: nothing fused", zt_models[m]);
             }
-            if (strstr (s_models[m], "fashion")) {
+            if (strstr (zt_models[m], "fashion")) {
                 //  Conv + Relu + MaxPool twice, Gemm + Relu
-                cr_assert_eq (zi_exec_n_fused (ex), 5, "%s: %d tails fused", s_models[m],
+                cr_assert_eq (zi_exec_n_fused (ex), 5, "%s: %d tails fused", zt_models[m],
                               zi_exec_n_fused (ex));
             }
             for (int k = 0; k < zi_exec_n_outputs (ex); k++) {
@@ -247,7 +217,7 @@ Test (exec, fusion_changes_nothing)
         const char *name = g->values[g->outputs[0]].name;
         const zi_tensor_t *a = s_env_get (&fused, name), *b = s_env_get (&plain, name);
         cr_assert_eq (memcmp (a->data, b->data, a->nbytes), 0, "%s: fused differs",
-                      s_models[m]);
+                      zt_models[m]);
         s_env_clear (&fused);
         s_env_clear (&plain);
         zi_tensor_destroy (&x);
@@ -257,7 +227,7 @@ Test (exec, fusion_changes_nothing)
 
 Test (exec, memory_plan_reuses_buffers_and_replans_per_batch)
 {
-    zi_graph_t *g = s_load ("tests/models/resnet_tiny");
+    zi_graph_t *g = zt_model_load ("tests/models/resnet_tiny");
     char err[512];
     zi_exec_t *ex = zi_exec_new (g, 0, -1, NULL, err, sizeof err);
     cr_assert_not_null (ex, "%s", err);
@@ -280,7 +250,7 @@ Test (exec, memory_plan_reuses_buffers_and_replans_per_batch)
 
 Test (exec, wrong_inputs_get_clear_errors)
 {
-    zi_graph_t *g = s_load ("examples/fashion-mnist");
+    zi_graph_t *g = zt_model_load ("examples/fashion-mnist");
     char err[512];
     zi_exec_t *ex = zi_exec_new (g, 0, -1, NULL, err, sizeof err);
     cr_assert_not_null (ex);
@@ -374,10 +344,10 @@ s_tile_batch (const zi_tensor_t *x, int reps)
 //  each path is close to torch's output.
 Test (exec, thread_counts_and_gemm_paths_are_bit_identical)
 {
-    for (size_t m = 0; m < S_NMODELS; m++) {
-        zi_graph_t *g = s_load (s_models[m]);
-        zi_tensor_t *x0 = s_load_pb (s_models[m], 0, "input_0.pb");
-        zi_tensor_t *want = s_load_pb (s_models[m], 0, "output_0.pb");
+    for (size_t m = 0; m < ZT_NMODELS; m++) {
+        zi_graph_t *g = zt_model_load (zt_models[m]);
+        zi_tensor_t *x0 = zt_model_pb (zt_models[m], 0, "input_0.pb");
+        zi_tensor_t *want = zt_model_pb (zt_models[m], 0, "output_0.pb");
         const char *in_name = g->values[g->inputs[0]].name;
         const char *out_name = g->values[g->outputs[0]].name;
         for (int big = 0; big <= 1; big++) {
@@ -388,7 +358,7 @@ Test (exec, thread_counts_and_gemm_paths_are_bit_identical)
                 s_run_segment_threads (g, 0, -1, &ref, false, 1);
                 const zi_tensor_t *y1 = s_env_get (&ref, out_name);
                 char what[256];
-                snprintf (what, sizeof what, "%s batch %lld (avx512 %d)", s_models[m],
+                snprintf (what, sizeof what, "%s batch %lld (avx512 %d)", zt_models[m],
                           (long long) x->ne[0], zi_gemm_avx512 ());
                 if (!big) {
                     s_assert_close (y1, want, 1e-4, 1e-5, what);
@@ -431,7 +401,7 @@ Test (exec, gemm_weights_are_packed_once)
     if (!zi_gemm_avx512 ()) {
         cr_skip_test ("no AVX-512 on this CPU: weights are not packed");
     }
-    zi_graph_t *g = s_load ("tests/models/mlp");
+    zi_graph_t *g = zt_model_load ("tests/models/mlp");
     char err[512];
     zi_exec_opts_t opts = {.nthreads = 2};
     zi_exec_t *ex = zi_exec_new (g, 0, -1, &opts, err, sizeof err);

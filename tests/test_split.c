@@ -14,45 +14,7 @@
 #include "zi_exec.h"
 #include "zi_onnx.h"
 #include "zi_split.h"
-
-static const char *s_models[] = {
-    "examples/fashion-mnist",
-    "tests/models/small_mlp",
-    "tests/models/resnet_tiny",
-    "tests/models/transformer_block",
-    "tests/models/mlp",
-};
-#define S_NMODELS (sizeof s_models / sizeof s_models[0])
-
-static zi_graph_t *
-s_load (const char *dir)
-{
-    char path[1024], err[1024];
-    snprintf (path, sizeof path, "%s/%s/model.onnx", ZI_SOURCE_DIR, dir);
-    zi_graph_t *g = zi_onnx_load (path, err, sizeof err);
-    cr_assert_not_null (g, "%s: %s", path, err);
-    return g;
-}
-
-static zi_tensor_t *
-s_input (const char *dir)
-{
-    char path[1024], err[1024];
-    snprintf (path, sizeof path, "%s/%s/test_data_set_0/input_0.pb", ZI_SOURCE_DIR, dir);
-    zi_tensor_t *t = zi_onnx_load_tensor (path, NULL, err, sizeof err);
-    cr_assert_not_null (t, "%s: %s", path, err);
-    return t;
-}
-
-static zi_tensor_t *
-s_reference (const char *dir)
-{
-    char path[1024], err[1024];
-    snprintf (path, sizeof path, "%s/%s/test_data_set_0/output_0.pb", ZI_SOURCE_DIR, dir);
-    zi_tensor_t *t = zi_onnx_load_tensor (path, NULL, err, sizeof err);
-    cr_assert_not_null (t, "%s: %s", path, err);
-    return t;
-}
+#include "zt_models.h"
 
 //  Run nodes [first, last]; `vals` maps value index -> tensor (owned).
 static void
@@ -120,10 +82,10 @@ s_max_err (const zi_tensor_t *got, const zi_tensor_t *want, double rtol, double 
 Test (split, every_splittable_layer_split_anywhere_still_matches_torch_and_the_whole_model)
 {
     int splits = 0;
-    for (size_t m = 0; m < S_NMODELS; m++) {
-        zi_graph_t *g = s_load (s_models[m]);
-        zi_tensor_t *x = s_input (s_models[m]);
-        zi_tensor_t *ref = s_reference (s_models[m]);
+    for (size_t m = 0; m < ZT_NMODELS; m++) {
+        zi_graph_t *g = zt_model_load (zt_models[m]);
+        zi_tensor_t *x = zt_model_pb (zt_models[m], 0, "input_0.pb");
+        zi_tensor_t *ref = zt_model_pb (zt_models[m], 0, "output_0.pb");
         zi_tensor_t *plain = s_output (g, x, NULL, 0);
         int nodes = g->n_nodes;
         for (int n = 0; n < nodes; n++) {
@@ -135,26 +97,26 @@ Test (split, every_splittable_layer_split_anywhere_still_matches_torch_and_the_w
             }
             int64_t points[3] = {1, channels / 2, channels - 1};
             for (int p = 0; p < 3; p++) {
-                zi_graph_t *s = s_load (s_models[m]);
+                zi_graph_t *s = zt_model_load (zt_models[m]);
                 cr_assert_eq (zi_split_apply (s, n, points[p], err, sizeof err), 0, "%s node %d "
-                              "at %lld: %s", s_models[m], n, (long long) points[p], err);
+                              "at %lld: %s", zt_models[m], n, (long long) points[p], err);
                 cr_assert_eq (s->n_nodes, nodes + chain + 2, "%s node %d: %d nodes after the "
-                              "split", s_models[m], n, s->n_nodes);
+                              "split", zt_models[m], n, s->n_nodes);
                 cr_assert_str_eq (s->nodes[n + 2 * chain + 2].op_type, "Concat");
                 //  Tolerance as test_exec's against torch; against the unsplit
                 //  model 1e-5 relative (a narrower GEMM may block differently).
                 zi_tensor_t *whole = s_output (s, x, NULL, 0);
                 cr_assert_leq (s_max_err (whole, ref, 1e-4, 1e-5), 1.0, "%s node %d at %lld: "
-                               "differs from torch", s_models[m], n, (long long) points[p]);
+                               "differs from torch", zt_models[m], n, (long long) points[p]);
                 cr_assert_leq (s_max_err (whole, plain, 1e-5, 1e-6), 1.0, "%s node %d at %lld: "
-                               "differs from the unsplit model", s_models[m], n,
+                               "differs from the unsplit model", zt_models[m], n,
                                (long long) points[p]);
                 //  The cut between the parts: part A alone in segment 0.
                 int cut = n + chain;
                 zi_tensor_t *cutrun = s_output (s, x, &cut, 1);
                 cr_assert_eq (memcmp (cutrun->data, whole->data, whole->nbytes), 0,
                               "%s node %d at %lld: the cut between the parts is not "
-                              "bit-identical to the split graph run whole", s_models[m], n,
+                              "bit-identical to the split graph run whole", zt_models[m], n,
                               (long long) points[p]);
                 zi_tensor_destroy (&cutrun);
                 zi_tensor_destroy (&whole);
@@ -175,7 +137,7 @@ Test (split, every_splittable_layer_split_anywhere_still_matches_torch_and_the_w
 Test (split, channel_wise_successors_are_copied_into_both_parts)
 {
     //  Fashion-MNIST: Conv -> Relu -> MaxPool twice, then Flatten and Gemms.
-    zi_graph_t *g = s_load ("examples/fashion-mnist");
+    zi_graph_t *g = zt_model_load ("examples/fashion-mnist");
     int conv = -1;
     for (int n = g->n_nodes - 1; n >= 0; n--) {
         if (strcmp (g->nodes[n].op_type, "Conv") == 0) {
@@ -204,7 +166,7 @@ Test (split, channel_wise_successors_are_copied_into_both_parts)
     zi_graph_destroy (&g);
 
     //  MLP: Gemm -> Relu.
-    g = s_load ("tests/models/mlp");
+    g = zt_model_load ("tests/models/mlp");
     cr_assert_str_eq (g->nodes[0].op_type, "Gemm");
     cr_assert_eq (zi_split_probe (g, 0, &channels, &chain, err, sizeof err), 0, "%s", err);
     cr_assert_eq (chain, 1);
@@ -213,7 +175,7 @@ Test (split, channel_wise_successors_are_copied_into_both_parts)
 
 Test (split, bad_splits_are_refused_with_the_reason)
 {
-    zi_graph_t *g = s_load ("tests/models/mlp");
+    zi_graph_t *g = zt_model_load ("tests/models/mlp");
     int nodes = g->n_nodes;
     int64_t channels;
     int chain;
@@ -234,7 +196,7 @@ Test (split, bad_splits_are_refused_with_the_reason)
     zi_graph_destroy (&g);
 
     //  Grouped convolution (depthwise): not split.
-    g = s_load ("tests/models/resnet_tiny");
+    g = zt_model_load ("tests/models/resnet_tiny");
     for (int n = 0; n < g->n_nodes; n++) {
         if (strcmp (g->nodes[n].op_type, "Conv") == 0
             && zi_node_attr_int (&g->nodes[n], "group", 1) != 1) {
