@@ -467,6 +467,11 @@ zi_split_apply (zi_graph_t *g, int node, int64_t at, char *err, size_t errlen)
             //  the parts' last outputs get new ones.
             int orig = g->nodes[j].out[0];
             int out = orig;
+            if (part == 0 && j != last) {
+                //  Now holds channels 0..at-1 only: forget a declared shape
+                //  (value_info) of all N channels.
+                g->values[orig].rank = -1;
+            }
             if (part == 1 || j == last) {
                 char base[480];
                 snprintf (base, sizeof base, "%s", g->values[orig].name);
