@@ -79,28 +79,38 @@ Test (cli, plan_writes_a_valid_balanced_plan)
     zi_plan_destroy (&plan);
 }
 
-Test (cli, calibrated_two_segment_plan_splits_the_layer_whole_cuts_cannot_balance)
+Test (cli, two_segment_plan_splits_the_layer_whole_cuts_cannot_balance)
 {
-    //  The MLP's 1024-wide layers cut whole at best 63 / 37: with measured
-    //  node times the planner splits the layer across the boundary, and each
-    //  segment gets close to half the measured time; --no-split keeps whole
-    //  layers and the 63 / 37 cut.
+    //  The MLP's 1024-wide layers cut whole at best 64 / 36 by the cost
+    //  estimates: the planner splits the layer across the boundary and each
+    //  segment gets close to half; --no-split keeps whole layers. With
+    //  --calibrate the same runs on measured times (which vary, so only the
+    //  plan's validity is checked here; the pipeline test runs a split).
     char out[8192], path[512], err[512];
     snprintf (path, sizeof path, "%s/plan.json", s_tmp);
     int rc = s_run (out, sizeof out,
                     "%s/zinfer plan tests/models/mlp/model.onnx -o %s --explain --segments 2 "
-                    "--batch 64 --calibrate 5", ZI_BINARY_DIR, path);
+                    "--batch 64", ZI_BINARY_DIR, path);
     cr_assert_eq (rc, 0, "%s", out);
     cr_assert (strstr (out, "zinfer plan: split node"), "%s", out);
     zi_plan_t *plan = zi_plan_load (path, err, sizeof err);
     cr_assert_not_null (plan, "%s", err);
-    cr_assert_eq (plan->model.n_splits, 1);
+    cr_assert_eq (plan->model.n_splits, 1, "%s", out);
     cr_assert_eq (plan->n_segments, 2);
     for (int s = 0; s < 2; s++) {
         cr_assert (plan->segments[s].cost_share > 0.35 && plan->segments[s].cost_share < 0.65,
-                   "segment %d has %.1f%% of the measured time:\n%s", s,
+                   "segment %d has %.1f%% of the cost:\n%s", s,
                    100 * plan->segments[s].cost_share, out);
     }
+    zi_plan_destroy (&plan);
+    rc = s_run (out, sizeof out,
+                "%s/zinfer plan tests/models/mlp/model.onnx -o %s --segments 2 --batch 64 "
+                "--calibrate 3 --explain", ZI_BINARY_DIR, path);
+    cr_assert_eq (rc, 0, "%s", out);
+    cr_assert (strstr (out, "calibrated on 3 runs"), "%s", out);
+    plan = zi_plan_load (path, err, sizeof err);
+    cr_assert_not_null (plan, "%s", err);
+    cr_assert_eq (plan->n_segments, 2);
     zi_plan_destroy (&plan);
     rc = s_run (out, sizeof out,
                 "%s/zinfer plan tests/models/mlp/model.onnx -o %s --segments 2 --batch 64 "
