@@ -184,6 +184,7 @@
 #include "zi_msg.h"
 #include "zi_sched.h"
 #include "zi_security.h"
+#include "zi_shm.h"
 
 #define S_BATCH 256        //  messages read per socket per loop turn
 #define S_POLL_MS 10       //  longest wait in zmq_poll
@@ -388,6 +389,9 @@ struct zi_broker {
     //  a task of one micro-batch straight to its client when skip_agg.
     int64_t skip_part_min, skip_part_max;
     bool skip_agg;
+    //  Cut tensors travel as shared-memory references on `work` (zi_shm.h).
+    bool shm;
+    int64_t shm_swept;
     const zi_plan_tensor_t **expect; //  REQUEST tensors, NULL = any
     size_t nexpect;
     bool check_shapes;      //  nobody else will check them
@@ -1177,6 +1181,7 @@ s_task_msg (zi_broker_t *self, const s_task_t *task, uint32_t seg,
     if (!rc) {
         rc = zi_msg_set_mb (msg, task->mb, task->nmb);
     }
+    zi_msg_set_shm_out (msg, self->shm);
     for (size_t i = 0; !rc && i < nnames; i++) {
         zi_msg_t *holder = NULL;
         size_t at = 0;
@@ -2611,7 +2616,11 @@ s_handle_work (zi_broker_t *self)
         uint8_t id[ZI_MSG_MAX_ROUTING_ID];
         size_t idlen = 0;
         bool delimited = false;
+        if (self->shm) {
+            zi_shm_accept_begin (true);     //  references held by this broker
+        }
         int rc = zi_msg_recv_routed (sock, id, &idlen, &delimited, &msg, err, sizeof err);
+        zi_shm_accept_end ();
         if (rc == ZI_ERR_IO && idlen == 0) {
             break;
         }
@@ -3333,6 +3342,15 @@ s_tick (zi_broker_t *self, int64_t now)
     s_tick_peers (self, now);
     s_tick_requests (self, now);
     s_answers_expire (self, now);
+    if (self->shm && now - self->shm_swept >= 10000) {
+        //  Arenas of workers that died, once nothing here holds their blocks.
+        self->shm_swept = now;
+        int n = zi_shm_sweep ();
+        if (n > 0) {
+            zi_log_info ("BROKER-SHM-SWEPT", "%d shared-memory arena%s of exited workers "
+                         "removed", n, n == 1 ? "" : "s");
+        }
+    }
 }
 
 //  ---------------------------------------------------------------------
@@ -3583,7 +3601,7 @@ s_pack_stats (zi_broker_t *self, msgpack_packer *pk)
     }
 
     s_pk_str (pk, "tasks");
-    msgpack_pack_map (pk, 11);
+    msgpack_pack_map (pk, 13);
     s_pk_u64 (pk, "created", self->task.created);
     s_pk_u64 (pk, "queued", queued);
     s_pk_u64 (pk, "inflight", inflight);
@@ -3595,6 +3613,10 @@ s_pack_stats (zi_broker_t *self, msgpack_packer *pk)
     s_pk_u64 (pk, "stale", self->task.stale);
     s_pk_u64 (pk, "skipped_partition", self->task.skipped_partition);
     s_pk_u64 (pk, "skipped_aggregate", self->task.skipped_aggregate);
+    uint64_t shm_refs = 0, shm_released = 0;
+    zi_shm_counters (&shm_refs, &shm_released);
+    s_pk_u64 (pk, "shm_refs", shm_refs);
+    s_pk_u64 (pk, "shm_released", shm_released);
 
     s_pk_str (pk, "segments");
     msgpack_pack_array (pk, self->nsegs);
@@ -3827,6 +3849,12 @@ zi_broker_new (const zi_plan_t *plan, char *err, size_t errlen)
     //  that itself (s_reply_direct). Micro-batches still meet there.
     const zi_plan_stage_t *agg = zi_plan_find_stage (plan, ZI_PLAN_STAGE_AGGREGATE);
     self->skip_agg = b->skip_stages && agg && agg->kind == ZI_PLAN_STAGE_AGGREGATE;
+    const char *work = b->endpoints[ZI_PLAN_EP_WORK].bind;
+    self->shm = b->shm_bytes > 0 && work && strncmp (work, "ipc://", 6) == 0;
+    if (self->shm) {
+        zi_shm_sweep ();
+        self->shm_swept = s_now_ms ();
+    }
     for (size_t i = 0; self->skip_agg && i < agg->n_tensors; i++) {
         self->skip_agg = agg->tensors[i].n_ops == 0;
     }

@@ -53,6 +53,8 @@
 */
 #include "zi_msg.h"
 
+#include "zi_shm.h"
+
 #include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -127,6 +129,8 @@ typedef struct {
     zi_tensor_t *tensor;    //  &view when has_part; else an owned struct
                             //  (its data owned, or borrowed from the caller)
     bool has_part;
+    bool has_shm;           //  part's bytes are a block of a shared-memory
+    zi_shm_ref_t shm;       //  arena (zi_shm.h), named by this reference
     zmq_msg_t part;         //  the bytes when has_part
     zi_tensor_t view;       //  a view of part's data when has_part
     char name_inline[S_NAME_INLINE];
@@ -160,6 +164,7 @@ struct zi_msg {
     s_slot_t inline_slots[S_INLINE_SLOTS];
     size_t ntensors;
     size_t copies;
+    bool shm_out;           //  send shared-memory tensors as references
 };
 
 //  Point a slot's inner pointers at itself again after it was moved by
@@ -216,6 +221,7 @@ s_slot_clear (s_slot_t *slot)
         zi_tensor_destroy (&slot->tensor);
     }
     slot->tensor = NULL;
+    slot->has_shm = false;
 }
 
 static zi_msg_t *
@@ -951,6 +957,8 @@ typedef struct {
     int rank;
     int64_t shape[ZI_MAX_RANK];
     size_t nbytes;
+    bool has_shm;           //  "shm": [arena, offset, gen]: bytes in shared memory
+    zi_shm_ref_t shm;
 } s_desc_t;
 
 typedef struct {
@@ -1172,6 +1180,37 @@ s_get_desc (s_cur_t *cur, size_t index, s_desc_t *d, char *err, size_t errlen)
         bool is_name = key.u == 4 && memcmp (key.ptr, "name", 4) == 0;
         bool is_dtype = key.u == 5 && memcmp (key.ptr, "dtype", 5) == 0;
         bool is_shape = key.u == 5 && memcmp (key.ptr, "shape", 5) == 0;
+        bool is_shm = key.u == 3 && memcmp (key.ptr, "shm", 3) == 0;
+        if (is_shm) {
+            //  [arena name, block offset, generation] (zi_shm.h)
+            if (d->has_shm) {
+                return zi_fail (err, errlen, ZI_ERR_MALFORMED,
+                                "tensor %zu: duplicate key 'shm'", index);
+            }
+            s_item_t arr, nm, off, gen;
+            rc = s_read (cur, &arr, err, errlen);
+            if (!rc && (arr.kind != K_ARRAY || arr.u != 3)) {
+                rc = zi_fail (err, errlen, ZI_ERR_MALFORMED, "tensor %zu: 'shm' is not "
+                              "[arena, offset, generation]", index);
+            }
+            rc = rc ? rc : s_read (cur, &nm, err, errlen);
+            rc = rc ? rc : s_read (cur, &off, err, errlen);
+            rc = rc ? rc : s_read (cur, &gen, err, errlen);
+            if (rc) {
+                return rc;
+            }
+            if (nm.kind != K_STR || nm.u == 0 || nm.u >= ZI_SHM_NAME_MAX
+                || off.kind != K_UINT || gen.kind != K_UINT || gen.u > UINT32_MAX) {
+                return zi_fail (err, errlen, ZI_ERR_MALFORMED, "tensor %zu: 'shm' is not "
+                                "[arena, offset, generation]", index);
+            }
+            memcpy (d->shm.name, nm.ptr, (size_t) nm.u);
+            d->shm.name[nm.u] = 0;
+            d->shm.offset = off.u;
+            d->shm.gen = (uint32_t) gen.u;
+            d->has_shm = true;
+            continue;
+        }
         if ((is_name && have_name) || (is_dtype && have_dtype)
             || (is_shape && have_shape)) {
             return zi_fail (err, errlen, ZI_ERR_MALFORMED,
@@ -1708,6 +1747,23 @@ s_decode_parts (zmq_msg_t *parts, size_t nparts, zi_msg_t **msg_p, char *err,
     }
     for (size_t i = 0; i < ndesc; i++) {
         size_t size = zmq_msg_size (&parts[1 + i]);
+        if (descs[i].has_shm) {
+            //  The bytes are in shared memory; the frame is empty.
+            bool own;
+            if (!zi_shm_accepting (&own)) {
+                rc = zi_fail (err, errlen, ZI_ERR_MALFORMED, "tensor %zu '%.*s': a "
+                              "shared-memory reference is not accepted here", i,
+                              (int) descs[i].name_len, (const char *) descs[i].name);
+                goto done;
+            }
+            if (size != 0 || descs[i].nbytes == 0) {
+                rc = zi_fail (err, errlen, ZI_ERR_MALFORMED, "tensor %zu '%.*s': a "
+                              "shared-memory tensor needs an empty frame and bytes", i,
+                              (int) descs[i].name_len, (const char *) descs[i].name);
+                goto done;
+            }
+            continue;
+        }
         if (size != descs[i].nbytes) {
             char shape[160];
             rc = zi_fail (err, errlen, ZI_ERR_MALFORMED,
@@ -1734,6 +1790,33 @@ s_decode_parts (zmq_msg_t *parts, size_t nparts, zi_msg_t **msg_p, char *err,
             goto done;
         }
         msg->ntensors = i + 1;      //  so destroy frees this slot
+        if (d->has_shm) {
+            bool own = false;
+            zi_shm_accepting (&own);
+            char why[256];
+            const void *at = zi_shm_resolve (&d->shm, d->nbytes, why, sizeof why);
+            void *hold = at ? zi_shm_handle_new (&d->shm, own) : NULL;
+            if (!hold) {
+                slot->tensor = NULL;
+                rc = zi_fail (err, errlen, at ? ZI_ERR_NOMEM : ZI_ERR_MALFORMED,
+                              "tensor %zu '%.*s': %s", i, (int) d->name_len,
+                              (const char *) d->name, at ? "out of memory" : why);
+                goto done;
+            }
+            if (zmq_msg_init_data (&slot->part, (void *) at, d->nbytes, zi_shm_handle_free,
+                                   hold)) {
+                zi_shm_handle_free (NULL, hold);
+                rc = zi_fail (err, errlen, ZI_ERR_NOMEM, "out of memory");
+                goto done;
+            }
+            slot->has_part = true;
+            slot->has_shm = true;
+            slot->shm = d->shm;
+            zi_tensor_init_view (&slot->view, d->dtype, d->rank, d->shape, (void *) at,
+                                 d->nbytes);
+            slot->tensor = &slot->view;
+            continue;
+        }
         zmq_msg_init (&slot->part);
         zmq_msg_move (&slot->part, &parts[1 + i]);
         slot->has_part = true;
@@ -1860,6 +1943,22 @@ s_find (const zi_msg_t *self, const char *name)
     return -1;
 }
 
+//  The next slot of self, zeroed and named; NULL when out of memory (the
+//  message is unchanged: ntensors counts it only once the caller fills it).
+static s_slot_t *
+s_new_slot (zi_msg_t *self, const char *name)
+{
+    if (s_reserve (self, self->ntensors + 1)) {
+        return NULL;
+    }
+    s_slot_t *slot = &self->slots[self->ntensors];
+    memset (slot, 0, sizeof *slot);
+    if (s_slot_name (slot, name, strlen (name))) {
+        return NULL;
+    }
+    return slot;
+}
+
 int
 zi_msg_add_tensor (zi_msg_t *self, const char *name, zi_tensor_t **tensor_p)
 {
@@ -1875,12 +1974,8 @@ zi_msg_add_tensor (zi_msg_t *self, const char *name, zi_tensor_t **tensor_p)
     if (self->ntensors >= ZI_MSG_MAX_TENSORS) {
         return ZI_ERR_LIMIT;
     }
-    if (s_reserve (self, self->ntensors + 1)) {
-        return ZI_ERR_NOMEM;
-    }
-    s_slot_t *slot = &self->slots[self->ntensors];
-    memset (slot, 0, sizeof *slot);
-    if (s_slot_name (slot, name, strlen (name))) {
+    s_slot_t *slot = s_new_slot (self, name);
+    if (!slot) {
         return ZI_ERR_NOMEM;
     }
     slot->tensor = t;
@@ -1966,6 +2061,8 @@ zi_msg_add_tensor_ref (zi_msg_t *self, const char *name, zi_msg_t *src,
     }
     slot->view = from->view;
     slot->has_part = true;
+    slot->has_shm = from->has_shm;
+    slot->shm = from->shm;
     s_slot_fix (slot, false);
     self->ntensors++;
     return ZI_OK;
@@ -1985,6 +2082,51 @@ zi_msg_add_tensor_copy (zi_msg_t *self, const char *name,
     int rc = zi_msg_add_tensor (self, name, &copy);
     zi_tensor_destroy (&copy);
     return rc;
+}
+
+int
+zi_msg_add_tensor_shm (zi_msg_t *self, const char *name, zi_dtype_t dtype, int rank,
+                       const int64_t *shape, void *data, const zi_shm_ref_t *ref)
+{
+    if (!data || !ref || !s_name_ok (name) || !s_cmd_carries_tensors (self->cmd)
+        || s_find (self, name) >= 0) {
+        return ZI_ERR_INVALID;
+    }
+    if (self->ntensors >= ZI_MSG_MAX_TENSORS) {
+        return ZI_ERR_LIMIT;
+    }
+    size_t nbytes;
+    if (zi_shape_nbytes (dtype, rank, shape, &nbytes) || nbytes == 0) {
+        return ZI_ERR_INVALID;
+    }
+    s_slot_t *slot = s_new_slot (self, name);
+    if (!slot) {
+        return ZI_ERR_NOMEM;
+    }
+    //  The producer's block: nothing to free here (the broker releases it).
+    if (zmq_msg_init_data (&slot->part, data, nbytes, NULL, NULL)) {
+        s_slot_clear (slot);
+        return ZI_ERR_NOMEM;
+    }
+    slot->has_part = true;
+    slot->has_shm = true;
+    slot->shm = *ref;
+    zi_tensor_init_view (&slot->view, dtype, rank, shape, data, nbytes);
+    slot->tensor = &slot->view;
+    self->ntensors++;
+    return ZI_OK;
+}
+
+void
+zi_msg_set_shm_out (zi_msg_t *self, bool shm_out)
+{
+    self->shm_out = shm_out;
+}
+
+bool
+zi_msg_tensor_shm (const zi_msg_t *self, size_t i)
+{
+    return i < self->ntensors && self->slots[i].has_shm;
 }
 
 size_t
@@ -2177,7 +2319,16 @@ s_encode_header (const zi_msg_t *self, msgpack_sbuffer *sbuf)
                 bad |= msgpack_pack_array (&pk, self->ntensors);
                 for (size_t i = 0; i < self->ntensors; i++) {
                     const zi_tensor_t *t = self->slots[i].tensor;
-                    bad |= msgpack_pack_map (&pk, 3);
+                    bool ref = self->shm_out && self->slots[i].has_shm;
+                    bad |= msgpack_pack_map (&pk, ref ? 4 : 3);
+                    if (ref) {
+                        const zi_shm_ref_t *r = &self->slots[i].shm;
+                        bad |= s_pack_cstr (&pk, "shm");
+                        bad |= msgpack_pack_array (&pk, 3);
+                        bad |= s_pack_cstr (&pk, r->name);
+                        bad |= msgpack_pack_uint64 (&pk, r->offset);
+                        bad |= msgpack_pack_uint32 (&pk, r->gen);
+                    }
                     bad |= s_pack_cstr (&pk, "name");
                     bad |= s_pack_cstr (&pk, self->slots[i].name);
                     bad |= s_pack_cstr (&pk, "dtype");
@@ -2270,7 +2421,8 @@ zi_msg_encode (zi_msg_t **self_p, zmsg_t **zmsg_p)
     bool ok = frames[0] != NULL;
     for (size_t i = 0; ok && i < self->ntensors; i++) {
         const zi_tensor_t *t = self->slots[i].tensor;
-        frames[1 + i] = zframe_new (t->data, t->nbytes);
+        bool ref = self->shm_out && self->slots[i].has_shm;
+        frames[1 + i] = zframe_new (ref ? NULL : t->data, ref ? 0 : t->nbytes);
         ok = frames[1 + i] != NULL;
     }
     zmsg_t *zmsg = ok ? zmsg_new () : NULL;
@@ -2442,6 +2594,12 @@ s_send (zi_msg_t **self_p, zsock_t *sock, zmsg_t *envelope,
         free (hbuf.data);
     }
     for (size_t i = 0; !rc && i < self->ntensors; i++) {
+        if (self->shm_out && self->slots[i].has_shm) {
+            //  The header names the block; this message's hold on the
+            //  bytes goes (others, such as the broker's kept task, stay).
+            zmq_msg_init (&parts[nparts++]);
+            continue;
+        }
         rc = s_slot_to_part (&self->slots[i], &parts[nparts]);
         if (!rc) {
             nparts++;

@@ -197,6 +197,7 @@ s_broker_defaults (zi_plan_broker_t *broker)
     broker->max_attempts = ZI_PLAN_DEFAULT_MAX_ATTEMPTS;
     broker->max_message_bytes = ZI_PLAN_DEFAULT_MAX_MESSAGE_BYTES;
     broker->skip_stages = true;
+    broker->shm_bytes = 0;
 }
 
 zi_plan_t *
@@ -692,6 +693,7 @@ s_convert (s_conv_t *c, const zi_json_t *doc, zi_plan_t *plan)
                                   ZI_PLAN_DEFAULT_MAX_MESSAGE_BYTES);
     const zi_json_t *skip = zi_json_get (broker, "skip_stages");
     b->skip_stages = skip ? zi_json_bool (skip) : true;
+    b->shm_bytes = s_int (zi_json_get (broker, "shm_bytes"), 0);
 
     const zi_json_t *segments = zi_json_get (doc, "segments");
     size_t n_segments = zi_json_size (segments);
@@ -1032,6 +1034,7 @@ zi_plan_to_json (const zi_plan_t *self, zi_json_t **out)
     if (broker) {
         s_keep (&o, zi_json_set_bool (broker, "skip_stages", b->skip_stages));
     }
+    s_put_int (&o, broker, "shm_bytes", b->shm_bytes);
 
     zi_json_t *segments = s_put_array (&o, root, "segments");
     for (size_t i = 0; segments && i < self->n_segments; i++) {

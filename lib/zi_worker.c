@@ -35,6 +35,7 @@
 #include "zi_log.h"
 #include "zi_onnx.h"
 #include "zi_security.h"
+#include "zi_shm.h"
 #include "zi_split.h"
 
 //  How long a leaving worker waits for the broker to confirm it has read
@@ -78,6 +79,12 @@ struct zi_worker {
     uint64_t tasks_done;
     uint64_t tasks_rejected;
     uint64_t tasks_failed;
+    //  Shared memory (zi_shm.h, broker.shm_bytes, ipc plans only): refs
+    //  accepted from the broker, and this worker's arena for the cut
+    //  tensors it hands on (not for the last segment).
+    bool shm_in;
+    zi_shm_arena_t *arena;
+    bool *out_shm;                          //  per plan output: a cut tensor
 };
 
 //  -------------------------------------------------------------------------
@@ -751,6 +758,28 @@ zi_worker_new (const zi_plan_t *plan, const char *name, char *err, size_t errlen
     }
     free (hint);
 
+    const char *work = plan->broker.endpoints[ZI_PLAN_EP_WORK].connect;
+    if (plan->broker.shm_bytes > 0 && work && strncmp (work, "ipc://", 6) == 0) {
+        self->shm_in = true;
+        self->out_shm = (bool *) calloc ((size_t) self->n_out + 1, sizeof (bool));
+        bool cut = false;
+        for (size_t k = 0; self->out_shm && k < segment->n_outputs; k++) {
+            bool model_out = false;
+            for (size_t m = 0; m < plan->model.n_outputs; m++) {
+                model_out |= strcmp (plan->model.outputs[m].name, segment->outputs[k]) == 0;
+            }
+            self->out_shm[k] = !model_out;
+            cut |= !model_out;
+        }
+        char shm_why[256];
+        if (cut && self->out_shm
+            && !(self->arena = zi_shm_arena_new ((size_t) plan->broker.shm_bytes, shm_why,
+                                                 sizeof shm_why))) {
+            zi_log_warn ("EXEC-SHM", "no shared-memory arena, cut tensors go inline: %s",
+                         shm_why);
+        }
+    }
+
     char ins[512], outs[512];
     s_join (ins, sizeof ins, segment->inputs, segment->n_inputs);
     s_join (outs, sizeof outs, segment->outputs, segment->n_outputs);
@@ -781,6 +810,8 @@ zi_worker_destroy (zi_worker_t **self_p)
     }
     zi_exec_destroy (&self->exec);
     zi_graph_destroy (&self->graph);
+    zi_shm_arena_destroy (&self->arena);
+    free (self->out_shm);
     free (self->expect);
     free (self->out_exec);
     free (self);
@@ -990,7 +1021,22 @@ zi_worker_process (zi_worker_t *self, zi_msg_t **task_p)
     //  tensors, whose buffers then go to libzmq without a copy.
     for (int k = 0; answer && k < self->n_out; k++) {
         int i = self->out_exec[k];
-        if (zi_msg_add_tensor (answer, self->segment->outputs[k], &outs[i])) {
+        //  A cut tensor goes into the arena when it has room: the broker
+        //  and the next worker read it there (written once, one memcpy
+        //  instead of two socket copies each way).
+        zi_shm_ref_t ref;
+        void *block = self->arena && self->out_shm[k] && outs[i]->nbytes
+                          ? zi_shm_alloc (self->arena, outs[i]->nbytes, &ref)
+                          : NULL;
+        if (block) {
+            memcpy (block, outs[i]->data, outs[i]->nbytes);
+            if (zi_msg_add_tensor_shm (answer, self->segment->outputs[k], outs[i]->dtype,
+                                       outs[i]->rank, outs[i]->ne, block, &ref)) {
+                zi_msg_destroy (&answer);
+            }
+            zi_msg_set_shm_out (answer, true);
+        }
+        else if (zi_msg_add_tensor (answer, self->segment->outputs[k], &outs[i])) {
             zi_msg_destroy (&answer);
         }
     }
@@ -1118,7 +1164,11 @@ s_receive (zi_worker_t *self)
 {
     zi_msg_t *msg = NULL;
     char err[512];
+    if (self->shm_in) {
+        zi_shm_accept_begin (false);    //  read in place; the broker releases
+    }
     int rc = zi_msg_recv (self->sock, &msg, err, sizeof err);
+    zi_shm_accept_end ();
     if (rc == ZI_ERR_IO) {
         return 0;                   //  nothing there after all, or a signal
     }
@@ -1200,7 +1250,12 @@ s_leave (zi_worker_t *self)
             continue;               //  timeout, or a second signal (EINTR)
         }
         zi_msg_t *msg = NULL;
-        if (zi_msg_recv (self->sock, &msg, NULL, 0) == 0) {
+        if (self->shm_in) {
+            zi_shm_accept_begin (false);
+        }
+        int got = zi_msg_recv (self->sock, &msg, NULL, 0);
+        zi_shm_accept_end ();
+        if (got == 0) {
             confirmed = zi_msg_cmd (msg) == ZI_CMD_DISCONNECT;
             dropped += zi_msg_cmd (msg) == ZI_CMD_TASK;
         }

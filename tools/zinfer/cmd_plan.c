@@ -76,6 +76,9 @@ s_plan_usage (FILE *out)
 "                        broker checks requests against the model itself)\n"
 "  --post OP             aggregate op: softmax, argmax, topk=K\n"
 "  --micro-batch N       rows per task when splitting a batch (default 16)\n"
+"  --shm MB              shared-memory arena per exec worker for the tensors it\n"
+"                        hands to the next segment (with --ipc; default 64,\n"
+"                        0 = through the sockets)\n"
 "  --max-batch N         rows per task when coalescing (default 64)\n"
 "  --max-delay-us N      longest wait to coalesce requests (default 2000)\n"
 "  --tolerance F         accept cuts F worse than the best for smaller\n"
@@ -624,7 +627,7 @@ zi_cmd_plan (int argc, char **argv)
     const char *pre[S_MAX], *post[S_MAX];
     int n_pre = 0, n_post = 0;
     long segments = 0, port = 5555, batch = 16, calibrate = 0;
-    long micro = 16, max_batch = 64, max_delay = 2000;
+    long micro = 16, max_batch = 64, max_delay = 2000, shm_mb = -1;
     double tolerance = 0.05;
     bool explain = false, split = true;
     char err[1024];
@@ -711,6 +714,9 @@ zi_cmd_plan (int argc, char **argv)
         }
         else if (strcmp (a, "--calibrate") == 0) {
             bad = s_parse_long (v, 1, 100000, &calibrate);
+        }
+        else if (strcmp (a, "--shm") == 0) {
+            bad = s_parse_long (v, 0, 65536, &shm_mb);
         }
         else if (strcmp (a, "--micro-batch") == 0) {
             bad = s_parse_long (v, 1, 1 << 20, &micro);
@@ -912,6 +918,16 @@ zi_cmd_plan (int argc, char **argv)
         goto done;
     }
     plan->broker.host = strdup (bhost);
+    //  Shared-memory arenas for cut tensors: on by default when every
+    //  process is on this host (ipc), 64 MiB per exec worker.
+    if (shm_mb < 0) {
+        shm_mb = ipc_dir ? 64 : 0;
+    }
+    if (shm_mb > 0 && !ipc_dir) {
+        fprintf (stderr, "zinfer plan: --shm needs --ipc (shared memory works on one host)\n");
+        goto done;
+    }
+    plan->broker.shm_bytes = (int64_t) shm_mb << 20;
     if (ipc_dir ? zi_plan_set_endpoints_ipc (plan, ipc_dir)
                 : zi_plan_set_endpoints_tcp (plan, n_hosts > 1 ? "*" : baddr, baddr,
                                              (int) port)) {
