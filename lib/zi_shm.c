@@ -47,16 +47,15 @@ _Static_assert (sizeof (s_block_t) <= S_BLOCK_HEAD, "block header fits");
 
 typedef struct {
     uint64_t offset, total;
-} s_fifo_item_t;
+} s_item_t;
 
 struct zi_shm_arena {
     char name[ZI_SHM_NAME_MAX];
     uint8_t *base;
     size_t size;
     uint32_t gen;
-    s_fifo_item_t *fifo;        //  blocks in allocation order (a ring)
-    size_t cap, first, count;
-    uint64_t head;              //  where the next block goes
+    s_item_t *blocks;      //  every block made so far, by offset: a
+    size_t cap, count;          //  block is free when its header says so
 };
 
 //  ---------------------------------------------------------------------
@@ -145,11 +144,10 @@ zi_shm_arena_new (size_t bytes, char *err, size_t errlen)
     }
     self->base = (uint8_t *) base;
     self->size = bytes;
-    self->head = S_START;
-    //  Tensors under 16 KB go inline: the ring never holds more blocks.
+    //  Tensors under 16 KB go inline: never more blocks than this.
     self->cap = bytes / (16 << 10) + 16;
-    self->fifo = (s_fifo_item_t *) calloc (self->cap, sizeof *self->fifo);
-    if (!self->fifo) {
+    self->blocks = (s_item_t *) calloc (self->cap, sizeof *self->blocks);
+    if (!self->blocks) {
         zi_fail (err, errlen, ZI_ERR_NOMEM, "out of memory");
         zi_shm_arena_destroy (&self);
         return NULL;
@@ -174,7 +172,7 @@ zi_shm_arena_destroy (zi_shm_arena_t **self_p)
         snprintf (path, sizeof path, "/%s", self->name);
         shm_unlink (path);
     }
-    free (self->fifo);
+    free (self->blocks);
     free (self);
     *self_p = NULL;
 }
@@ -191,93 +189,107 @@ s_block (uint8_t *base, uint64_t offset)
     return (s_block_t *) (base + offset);
 }
 
-//  Drop released blocks from the oldest end of the ring.
-static void
-s_reclaim (zi_shm_arena_t *self)
+static bool
+s_is_free (zi_shm_arena_t *self, size_t i)
 {
-    while (self->count > 0) {
-        s_fifo_item_t *it = &self->fifo[self->first];
-        s_block_t *b = s_block (self->base, it->offset);
-        if (atomic_load_explicit (&b->state, memory_order_acquire) != S_FREE) {
-            break;
-        }
-        self->first = (self->first + 1) % self->cap;
-        self->count--;
+    s_block_t *b = s_block (self->base, self->blocks[i].offset);
+    return atomic_load_explicit (&b->state, memory_order_acquire) == S_FREE;
+}
+
+//  Merge free block i with the free blocks right after it.
+static void
+s_coalesce (zi_shm_arena_t *self, size_t i)
+{
+    size_t j = i + 1;
+    while (j < self->count && s_is_free (self, j)) {
+        self->blocks[i].total += self->blocks[j].total;
+        j++;
     }
-    if (self->count == 0) {
-        self->head = S_START;
+    if (j > i + 1) {
+        memmove (&self->blocks[i + 1], &self->blocks[j],
+                 (self->count - j) * sizeof *self->blocks);
+        self->count -= j - i - 1;
+        s_block (self->base, self->blocks[i].offset)->total = self->blocks[i].total;
     }
 }
 
+//  First fit from the lowest address, so the blocks in use stay packed at
+//  the start of the arena and the pages touched (resident in every process
+//  that maps it) are about the bytes in flight, not the whole file. A
+//  block the broker never releases (it was killed holding it) costs only
+//  its own space: the others are reused around it.
 void *
 zi_shm_alloc (zi_shm_arena_t *self, size_t nbytes, zi_shm_ref_t *ref)
 {
     if (!self || nbytes < (16 << 10) || nbytes > self->size) {
         return NULL;
     }
-    s_reclaim (self);
-    if (self->count == self->cap) {
-        return NULL;
-    }
     uint64_t total = S_BLOCK_HEAD + (nbytes + S_ALIGN - 1) / S_ALIGN * S_ALIGN;
-    uint64_t at = UINT64_MAX;
-    if (self->count == 0) {
-        if (S_START + total <= self->size) {
-            at = S_START;
+    size_t at = SIZE_MAX;
+    for (size_t i = 0; i < self->count; i++) {
+        if (!s_is_free (self, i)) {
+            continue;
+        }
+        s_coalesce (self, i);
+        if (self->blocks[i].total >= total) {
+            at = i;
+            break;
         }
     }
-    else {
-        uint64_t tail = self->fifo[self->first].offset;
-        size_t newest = (self->first + self->count - 1) % self->cap;
-        bool wrapped = self->fifo[newest].offset < tail;
-        if (wrapped) {
-            if (self->head + total <= tail) {
-                at = self->head;
-            }
+    if (at == SIZE_MAX) {
+        //  A new block after the last one, if the file has room.
+        uint64_t end = self->count ? self->blocks[self->count - 1].offset
+                                         + self->blocks[self->count - 1].total
+                                   : S_START;
+        if (end + total > self->size || self->count == self->cap) {
+            return NULL;
         }
-        else if (S_START + total <= tail) {
-            //  Wrap as soon as the start is free: the blocks in use stay
-            //  packed at low addresses, so the pages touched (resident in
-            //  every process that maps the arena) are about the bytes in
-            //  flight, not the whole file.
-            at = S_START;
-        }
-        else if (self->head + total <= self->size) {
-            at = self->head;
-        }
+        at = self->count++;
+        self->blocks[at].offset = end;
+        self->blocks[at].total = total;
     }
-    if (at == UINT64_MAX) {
-        return NULL;
+    else if (self->blocks[at].total - total >= S_BLOCK_HEAD + S_ALIGN
+             && self->count < self->cap) {
+        //  Split: the rest stays a free block of its own.
+        memmove (&self->blocks[at + 2], &self->blocks[at + 1],
+                 (self->count - at - 1) * sizeof *self->blocks);
+        self->count++;
+        self->blocks[at + 1].offset = self->blocks[at].offset + total;
+        self->blocks[at + 1].total = self->blocks[at].total - total;
+        self->blocks[at].total = total;
+        s_block_t *rest = s_block (self->base, self->blocks[at + 1].offset);
+        rest->magic = S_BLOCK_MAGIC;
+        rest->gen = 0;
+        rest->nbytes = 0;
+        rest->total = self->blocks[at + 1].total;
+        atomic_store_explicit (&rest->state, S_FREE, memory_order_release);
     }
-    s_block_t *b = s_block (self->base, at);
+    s_block_t *b = s_block (self->base, self->blocks[at].offset);
     b->magic = S_BLOCK_MAGIC;
     b->gen = ++self->gen;
     b->nbytes = nbytes;
-    b->total = total;
+    b->total = self->blocks[at].total;
     atomic_store_explicit (&b->state, S_BUSY, memory_order_release);
-    size_t slot = (self->first + self->count) % self->cap;
-    self->fifo[slot].offset = at;
-    self->fifo[slot].total = total;
-    self->count++;
-    self->head = at + total;
     snprintf (ref->name, sizeof ref->name, "%s", self->name);
-    ref->offset = at;
+    ref->offset = self->blocks[at].offset;
     ref->gen = b->gen;
-    return self->base + at + S_BLOCK_HEAD;
+    return self->base + self->blocks[at].offset + S_BLOCK_HEAD;
 }
 
 size_t
 zi_shm_arena_used (zi_shm_arena_t *self, size_t *bytes)
 {
-    s_reclaim (self);
-    size_t sum = 0;
+    size_t n = 0, sum = 0;
     for (size_t i = 0; i < self->count; i++) {
-        sum += self->fifo[(self->first + i) % self->cap].total;
+        if (!s_is_free (self, i)) {
+            n++;
+            sum += self->blocks[i].total;
+        }
     }
     if (bytes) {
         *bytes = sum;
     }
-    return self->count;
+    return n;
 }
 
 //  ---------------------------------------------------------------------

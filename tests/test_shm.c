@@ -65,7 +65,7 @@ Test (shm, blocks_are_resolved_released_and_reused_with_a_new_generation)
     cr_assert (!s_exists (name), "the arena file outlives its owner");
 }
 
-Test (shm, a_full_arena_gives_null_and_frees_from_the_oldest_block)
+Test (shm, a_full_arena_gives_null_and_reuses_any_released_block)
 {
     char err[256];
     zi_shm_arena_t *a = zi_shm_arena_new (1 << 20, err, sizeof err);
@@ -76,21 +76,29 @@ Test (shm, a_full_arena_gives_null_and_frees_from_the_oldest_block)
         n++;
     }
     cr_assert (n >= 8 && n < 11, "%d blocks of 100 KB in 1 MiB", n);
-    zi_shm_ref_t extra;
+    zi_shm_ref_t extra, big;
     cr_assert_null (zi_shm_alloc (a, 100 << 10, &extra), "the full arena handed out a block");
-    //  Released out of order: a younger block does not make room while the
-    //  oldest is held (the ring frees from its tail) ...
+    //  A block never released (its broker was killed holding it) does not
+    //  stop the others from being reused: first fit, lowest address first.
     zi_shm_release (&r[3]);
-    cr_assert_null (zi_shm_alloc (a, 100 << 10, &extra));
-    //  ... the oldest does, and the blocks freed behind it follow.
-    zi_shm_release (&r[0]);
     cr_assert_not_null (zi_shm_alloc (a, 100 << 10, &extra));
-    cr_assert_eq (extra.offset, r[0].offset, "allocation wraps to the start of the arena");
-    for (int i = 1; i < n; i++) {
-        zi_shm_release (&r[i]);
-    }
-    zi_shm_release (&extra);
-    cr_assert_eq (zi_shm_arena_used (a, NULL), 0);
+    cr_assert_eq (extra.offset, r[3].offset);
+    //  Neighbours released are merged for a larger tensor.
+    cr_assert_null (zi_shm_alloc (a, 200 << 10, &big));
+    zi_shm_release (&r[5]);
+    zi_shm_release (&r[6]);
+    cr_assert_not_null (zi_shm_alloc (a, 200 << 10, &big));
+    cr_assert_eq (big.offset, r[5].offset);
+    //  What is left of a merged block after a smaller one stays usable.
+    zi_shm_release (&big);
+    zi_shm_ref_t small;
+    cr_assert_not_null (zi_shm_alloc (a, 50 << 10, &small));
+    cr_assert_eq (small.offset, r[5].offset);
+    cr_assert_not_null (zi_shm_alloc (a, 100 << 10, &big), "the rest of the merged block");
+    cr_assert_gt (big.offset, small.offset);
+    cr_assert_lt (big.offset, r[7].offset);
+    size_t bytes;
+    cr_assert_eq (zi_shm_arena_used (a, &bytes), (size_t) n);
     zi_shm_arena_destroy (&a);
 }
 
