@@ -389,9 +389,11 @@ struct zi_broker {
     //  a task of one micro-batch straight to its client when skip_agg.
     int64_t skip_part_min, skip_part_max;
     bool skip_agg;
-    //  Cut tensors travel as shared-memory references on `work` (zi_shm.h).
+    //  Cut tensors travel as shared-memory references on `work` (zi_shm.h);
+    //  the broker's own arena holds requests' inputs for segment 0.
     bool shm;
     int64_t shm_swept;
+    zi_shm_arena_t *arena;
     const zi_plan_tensor_t **expect; //  REQUEST tensors, NULL = any
     size_t nexpect;
     bool check_shapes;      //  nobody else will check them
@@ -1159,10 +1161,48 @@ s_task_retry (zi_broker_t *self, s_task_t *task, const char *why)
 //  Build the TASK that carries the task's tensors `names`, sharing their
 //  bytes with the bag (zi_msg_add_tensor_ref: no copy), which keeps its
 //  references for a re-dispatch. NULL with err when one is missing.
+//  Segment 0's inputs into the broker's arena, once per task (a copy the
+//  bag keeps, newest first, so a re-dispatch finds it): the first worker
+//  reads them in place instead of receiving them through a socket. A
+//  tensor that does not fit stays inline.
+static void
+s_task_inputs_to_shm (zi_broker_t *self, s_task_t *task, const char *const *names,
+                      size_t nnames)
+{
+    zi_msg_t *copy = NULL;
+    for (size_t i = 0; i < nnames; i++) {
+        zi_msg_t *holder = NULL;
+        size_t at = 0;
+        const zi_tensor_t *t = s_task_tensor_at (task, names[i], &holder, &at);
+        if (!t || zi_msg_tensor_shm (holder, at) || !zi_tensor_is_contiguous (t)) {
+            continue;
+        }
+        zi_shm_ref_t ref;
+        void *block = zi_shm_alloc (self->arena, t->nbytes, &ref);
+        if (!block) {
+            continue;
+        }
+        memcpy (block, t->data, t->nbytes);
+        if (!copy) {
+            copy = zi_msg_new (ZI_CMD_TASK);
+        }
+        if (!copy || zi_msg_add_tensor_shm (copy, names[i], t->dtype, t->rank, t->ne, block,
+                                            &ref, true)) {
+            zi_shm_release (&ref);
+        }
+    }
+    if (copy && (zi_msg_tensor_count (copy) == 0 || s_task_bag_add (task, &copy))) {
+        zi_msg_destroy (&copy);
+    }
+}
+
 static zi_msg_t *
-s_task_msg (zi_broker_t *self, const s_task_t *task, uint32_t seg,
+s_task_msg (zi_broker_t *self, s_task_t *task, uint32_t seg,
             const char *const *names, size_t nnames, char *err, size_t errlen)
 {
+    if (seg == 0 && self->arena) {
+        s_task_inputs_to_shm (self, task, names, nnames);
+    }
     zi_msg_t *msg = zi_msg_new (ZI_CMD_TASK);
     if (!msg) {
         snprintf (err, errlen, "out of memory");
@@ -3854,6 +3894,12 @@ zi_broker_new (const zi_plan_t *plan, char *err, size_t errlen)
     if (self->shm) {
         zi_shm_sweep ();
         self->shm_swept = s_now_ms ();
+        char why[256];
+        self->arena = zi_shm_arena_new ((size_t)b->shm_bytes, why, sizeof why);
+        if (!self->arena) {
+            zi_log_warn ("BROKER-SHM", "no shared-memory arena for inputs, they go inline: %s",
+                         why);
+        }
     }
     for (size_t i = 0; self->skip_agg && i < agg->n_tensors; i++) {
         self->skip_agg = agg->tensors[i].n_ops == 0;
@@ -4073,6 +4119,7 @@ zi_broker_destroy (zi_broker_t **self_p)
         zsock_destroy (&self->sock[ep]);
     }
     zi_security_server_destroy (&self->security);
+    zi_shm_arena_destroy (&self->arena);
     free (self);
     *self_p = NULL;
 }

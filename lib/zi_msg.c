@@ -2086,7 +2086,7 @@ zi_msg_add_tensor_copy (zi_msg_t *self, const char *name,
 
 int
 zi_msg_add_tensor_shm (zi_msg_t *self, const char *name, zi_dtype_t dtype, int rank,
-                       const int64_t *shape, void *data, const zi_shm_ref_t *ref)
+                       const int64_t *shape, void *data, const zi_shm_ref_t *ref, bool owned)
 {
     if (!data || !ref || !s_name_ok (name) || !s_cmd_carries_tensors (self->cmd)
         || s_find (self, name) >= 0) {
@@ -2103,8 +2103,14 @@ zi_msg_add_tensor_shm (zi_msg_t *self, const char *name, zi_dtype_t dtype, int r
     if (!slot) {
         return ZI_ERR_NOMEM;
     }
-    //  The producer's block: nothing to free here (the broker releases it).
-    if (zmq_msg_init_data (&slot->part, data, nbytes, NULL, NULL)) {
+    //  Not owned: nothing to free here (the broker releases it).
+    void *hold = owned ? zi_shm_handle_new (ref, true) : NULL;
+    if ((owned && !hold)
+        || zmq_msg_init_data (&slot->part, data, nbytes, owned ? zi_shm_handle_free : NULL,
+                              hold)) {
+        if (hold) {
+            zi_shm_handle_free (NULL, hold);
+        }
         s_slot_clear (slot);
         return ZI_ERR_NOMEM;
     }

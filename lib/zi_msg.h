@@ -245,12 +245,15 @@ int zi_msg_add_tensor_copy (zi_msg_t *self, const char *name,
 
 //  Shared memory (zi_shm.h). zi_msg_add_tensor_shm adds a tensor whose
 //  bytes the caller wrote into a block of its own arena (zi_shm_alloc):
-//  data and ref as zi_shm_alloc gave them. A message with shm_out set sends
+//  data and ref as zi_shm_alloc gave them; owned: the block is released
+//  when the last message sharing the bytes is gone (else someone else, the
+//  broker, releases it). A message with shm_out set sends
 //  such tensors (and received ones that came as references) as a reference
 //  with an empty frame; without it, their bytes go inline as usual.
 //  zi_msg_tensor_shm says whether tensor i lives in shared memory.
 int zi_msg_add_tensor_shm (zi_msg_t *self, const char *name, zi_dtype_t dtype, int rank,
-                           const int64_t *shape, void *data, const zi_shm_ref_t *ref);
+                           const int64_t *shape, void *data, const zi_shm_ref_t *ref,
+                           bool owned);
 void zi_msg_set_shm_out (zi_msg_t *self, bool shm_out);
 bool zi_msg_tensor_shm (const zi_msg_t *self, size_t i);
 

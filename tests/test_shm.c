@@ -155,7 +155,7 @@ s_result (zi_shm_arena_t *a, zi_shm_ref_t *ref, float first)
     zi_msg_t *m = zi_msg_new (ZI_CMD_RESULT);
     zi_msg_set_id (m, 7);
     zi_msg_set_seg (m, 0);
-    cr_assert_eq (zi_msg_add_tensor_shm (m, "h", ZI_DT_F32, 2, shape, p, ref), 0);
+    cr_assert_eq (zi_msg_add_tensor_shm (m, "h", ZI_DT_F32, 2, shape, p, ref, false), 0);
     return m;
 }
 
