@@ -410,14 +410,10 @@ zi_shm_resolve (const zi_shm_ref_t *ref, size_t nbytes, char *err, size_t errlen
     return m->base + ref->offset + S_BLOCK_HEAD;
 }
 
-void
-zi_shm_release (const zi_shm_ref_t *ref)
+//  Free a block of mapping m (any thread: atomics only, no lookup).
+static void
+s_release_in (s_mapped_t *m, const zi_shm_ref_t *ref)
 {
-    char err[8];
-    s_mapped_t *m = s_map (ref->name, err, sizeof err);
-    if (!m) {
-        return;
-    }
     if (ref->offset < S_START || ref->offset % S_ALIGN || ref->offset > m->size - S_BLOCK_HEAD) {
         return;
     }
@@ -428,6 +424,16 @@ zi_shm_release (const zi_shm_ref_t *ref)
     uint32_t busy = S_BUSY;
     if (atomic_compare_exchange_strong (&b->state, &busy, S_FREE)) {
         atomic_fetch_add (&s_released, 1);
+    }
+}
+
+void
+zi_shm_release (const zi_shm_ref_t *ref)
+{
+    char err[8];
+    s_mapped_t *m = s_map (ref->name, err, sizeof err);
+    if (m) {
+        s_release_in (m, ref);
     }
 }
 
@@ -465,7 +471,9 @@ zi_shm_handle_free (void *data, void *hint)
         return;
     }
     if (h->own) {
-        zi_shm_release (&h->ref);
+        //  Often on libzmq's I/O thread: the mapping the handle holds, not
+        //  a lookup (which could open a file there).
+        s_release_in (h->map, &h->ref);
     }
     atomic_fetch_sub (&h->map->holds, 1);
     free (h);

@@ -1032,9 +1032,12 @@ zi_worker_process (zi_worker_t *self, zi_msg_t **task_p)
             memcpy (block, outs[i]->data, outs[i]->nbytes);
             if (zi_msg_add_tensor_shm (answer, self->segment->outputs[k], outs[i]->dtype,
                                        outs[i]->rank, outs[i]->ne, block, &ref, false)) {
+                zi_shm_release (&ref);      //  nobody else will
                 zi_msg_destroy (&answer);
             }
-            zi_msg_set_shm_out (answer, true);
+            else {
+                zi_msg_set_shm_out (answer, true);
+            }
         }
         else if (zi_msg_add_tensor (answer, self->segment->outputs[k], &outs[i])) {
             zi_msg_destroy (&answer);
