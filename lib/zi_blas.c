@@ -90,6 +90,15 @@ zi_blas_init (int argc, char **argv)
     }
     setenv ("OPENBLAS_CORETYPE", want, 1);
     setenv ("ZI_BLAS_REEXEC", "1", 1);
+    //  OpenBLAS starts a thread per core at load, which spins (sched_yield)
+    //  for a while before it sleeps: in a broker, a stage or a client that
+    //  never multiplies a matrix that is CPU taken from the workers. Our
+    //  kernels run on their own pool and set OpenBLAS to one thread
+    //  whenever they use it (zi_exec.c), and openblas_set_num_threads can
+    //  still raise it, so start with one unless the user chose.
+    if (!getenv ("OPENBLAS_NUM_THREADS") && !getenv ("OMP_NUM_THREADS")) {
+        setenv ("OPENBLAS_NUM_THREADS", "1", 1);
+    }
     zi_log_debug ("BLAS-REEXEC", "OpenBLAS chose %s; restarting with "
                   "OPENBLAS_CORETYPE=%s", zi_blas_corename (), want);
     execv ("/proc/self/exe", argv);

@@ -99,6 +99,10 @@ struct zi_exec {
     //  (a folded value's, pack_folded) until the plan is dropped.
     zi_gemm_pack_t **packs;
     bool *pack_folded;
+    //  Outputs written into the caller's memory (zi_exec_set_output_alloc).
+    zi_exec_out_alloc_fn *out_alloc;
+    void *out_alloc_arg;
+    bool *external;                 //  per value: this run's bytes are the caller's
 };
 
 //  -------------------------------------------------------------------------
@@ -137,6 +141,7 @@ zi_exec_destroy (zi_exec_t **self_p)
     }
     free (self->packs);
     free (self->pack_folded);
+    free (self->external);
     free (self->inputs);
     free (self->outputs);
     free (self->is_output);
@@ -398,13 +403,14 @@ zi_exec_new (const zi_graph_t *g, int first, int last,
     self->fuse_on = (bool *) calloc (nn, sizeof (bool));
     self->packs = (zi_gemm_pack_t **) calloc (nn, sizeof (zi_gemm_pack_t *));
     self->pack_folded = (bool *) calloc (nn, sizeof (bool));
+    self->external = (bool *) calloc (nv, sizeof (bool));
     self->unknown.rank = -1;
     if (!self->inputs || !self->outputs || !self->is_output || !self->produced
         || !self->last_use || !self->kind || !self->vals || !self->folded
         || !self->node_folded || !self->node_dynamic || !self->offset
         || !self->plan_in || !self->node_seconds || !self->fuse || !self->fuse_act
         || !self->fuse_bias || !self->fuse_out || !self->fuse_tail || !self->fuse_pool || !self->fuse_head
-        || !self->fuse_on || !self->packs || !self->pack_folded) {
+        || !self->fuse_on || !self->packs || !self->pack_folded || !self->external) {
         zi_exec_destroy (&self);
         zi_fail (err, errlen, ZI_ERR_NOMEM, "out of memory");
         return NULL;
@@ -1007,6 +1013,28 @@ zi_exec_node_seconds_reset (zi_exec_t *self, int n)
 
 //  Allocate a tensor's storage without zeroing it (the kernel writes all of
 //  it); at least one byte so that data != NULL.
+//  Position of value v in the executor's outputs (v is one).
+static int
+s_output_index (const zi_exec_t *self, int v)
+{
+    for (int i = 0; i < self->n_outputs; i++) {
+        if (self->outputs[i] == v) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+void
+zi_exec_set_output_alloc (zi_exec_t *self, zi_exec_out_alloc_fn *fn, void *arg)
+{
+    if (!self) {
+        return;
+    }
+    self->out_alloc = fn;
+    self->out_alloc_arg = arg;
+}
+
 static void *
 s_alloc_data (size_t nbytes)
 {
@@ -1094,6 +1122,7 @@ zi_exec_run (zi_exec_t *self, const zi_tensor_t *const *inputs, zi_tensor_t **ou
     }
     //  Values produced at run time own nothing yet.
     for (int v = 0; v < g->n_values; v++) {
+        self->external[v] = false;
         if (self->kind[v] == S_ARENA || self->kind[v] == S_DYNAMIC
             || self->kind[v] == S_OUTPUT) {
             self->vals[v].data = NULL;
@@ -1142,6 +1171,15 @@ zi_exec_run (zi_exec_t *self, const zi_tensor_t *const *inputs, zi_tensor_t **ou
             if (self->kind[v] == S_ARENA && out[k]->nbytes == planned[k]) {
                 out[k]->data = self->arena + self->offset[v];
                 out[k]->owns_data = false;
+            }
+            else if (self->kind[v] == S_OUTPUT && self->out_alloc && out[k]->nbytes > 0
+                     && (out[k]->data = self->out_alloc (self->out_alloc_arg,
+                                                         s_output_index (self, v),
+                                                         out[k]->nbytes))) {
+                //  Written straight where the caller wants it (a message
+                //  buffer, shared memory): no copy after the run.
+                out[k]->owns_data = false;
+                self->external[v] = true;
             }
             else {
                 //  DYNAMIC, OUTPUT, or an arena value whose size changed
@@ -1194,6 +1232,11 @@ zi_exec_run (zi_exec_t *self, const zi_tensor_t *const *inputs, zi_tensor_t **ou
                 *t = self->vals[v];
                 self->vals[v].owns_data = false;
                 self->vals[v].data = NULL;
+            }
+            else if (self->external[v]) {
+                //  The caller's memory: a view of it.
+                *t = self->vals[v];
+                t->owns_data = false;
             }
             else {
                 free (t);

@@ -79,6 +79,19 @@ const zi_value_t *zi_exec_output (const zi_exec_t *self, int i);
 int zi_exec_run (zi_exec_t *self, const zi_tensor_t *const *inputs,
                  zi_tensor_t **out, char *err, size_t errlen);
 
+//  Where outputs are written. When set, zi_exec_run calls fn(arg, i, nbytes)
+//  once for output i (zi_exec_output order) when its size is known and
+//  before it is computed; fn returns memory of at least nbytes (64-byte
+//  aligned is best) that the output is then computed into, or NULL for the
+//  executor's own. Such an output comes back from zi_exec_run as a view of
+//  that memory (owns_data false): the bytes are written once, where the
+//  caller sends them from (a shared-memory block, a message buffer). The
+//  memory stays the caller's, also when the run fails after fn gave it.
+//  An output that is an input or a constant is never asked for. fn NULL:
+//  back to the default.
+typedef void *(zi_exec_out_alloc_fn) (void *arg, int output, size_t nbytes);
+void zi_exec_set_output_alloc (zi_exec_t *self, zi_exec_out_alloc_fn *fn, void *arg);
+
 //  As zi_exec_run with inputs matched by name (n pairs, any order).
 int zi_exec_run_named (zi_exec_t *self, int n, const char *const *names,
                        const zi_tensor_t *const *inputs, zi_tensor_t **out,

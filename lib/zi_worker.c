@@ -85,7 +85,41 @@ struct zi_worker {
     bool shm_in;
     zi_shm_arena_t *arena;
     bool *out_shm;                          //  per plan output: a cut tensor
+    //  This task's blocks, per executor output: the executor computes a
+    //  cut tensor straight into one (s_out_alloc), the RESULT refers to it.
+    void *out_block[ZI_MSG_MAX_TENSORS];
+    zi_shm_ref_t out_ref[ZI_MSG_MAX_TENSORS];
 };
+
+//  The executor asks where output i goes: a cut tensor into a block of
+//  this worker's arena (NULL when it is full: then inline).
+static void *
+s_out_alloc (void *arg, int i, size_t nbytes)
+{
+    zi_worker_t *self = (zi_worker_t *) arg;
+    if (i < 0 || i >= ZI_MSG_MAX_TENSORS || self->out_block[i]) {
+        return NULL;
+    }
+    for (int k = 0; k < self->n_out; k++) {
+        if (self->out_exec[k] == i && self->out_shm[k]) {
+            self->out_block[i] = zi_shm_alloc (self->arena, nbytes, &self->out_ref[i]);
+            return self->out_block[i];
+        }
+    }
+    return NULL;
+}
+
+//  Give back the blocks of a task that will not refer to them.
+static void
+s_release_blocks (zi_worker_t *self)
+{
+    for (int i = 0; i < ZI_MSG_MAX_TENSORS; i++) {
+        if (self->out_block[i]) {
+            zi_shm_release (&self->out_ref[i]);
+            self->out_block[i] = NULL;
+        }
+    }
+}
 
 //  -------------------------------------------------------------------------
 //  SHA-256 (FIPS 180-4). Small and self-contained: the model check is the
@@ -778,6 +812,9 @@ zi_worker_new (const zi_plan_t *plan, const char *name, char *err, size_t errlen
             zi_log_warn ("EXEC-SHM", "no shared-memory arena, cut tensors go inline: %s",
                          shm_why);
         }
+        if (self->arena) {
+            zi_exec_set_output_alloc (self->exec, s_out_alloc, self);
+        }
     }
 
     char ins[512], outs[512];
@@ -978,6 +1015,7 @@ zi_worker_process (zi_worker_t *self, zi_msg_t **task_p)
     int rc = zi_exec_run_named (self->exec, n, names, ins, outs, why, sizeof why);
     int64_t t1 = zclock_usecs ();
     if (rc) {
+        s_release_blocks (self);
         self->tasks_failed++;
         snprintf (reason, sizeof reason, "segment %d: %s", self->seg, why);
         zi_log_warn ("EXEC-TASK-FAILED", "task %" PRIu64 ": %s", id, reason);
@@ -988,7 +1026,8 @@ zi_worker_process (zi_worker_t *self, zi_msg_t **task_p)
     //  whole connection; say so instead.
     int64_t max = self->plan->broker.max_message_bytes;
     for (int i = 0; i < self->n_out; i++) {
-        if (max > 0 && outs[i]->nbytes > (uint64_t) max) {
+        bool in_shm = self->out_block[i] && outs[i]->data == self->out_block[i];
+        if (max > 0 && !in_shm && outs[i]->nbytes > (uint64_t) max) {
             snprintf (reason, sizeof reason,
                       "segment %d: output '%s' is %zu bytes, more than the plan's "
                       "broker.max_message_bytes (%" PRId64 "): use smaller batches",
@@ -996,6 +1035,7 @@ zi_worker_process (zi_worker_t *self, zi_msg_t **task_p)
             for (int j = 0; j < self->n_out; j++) {
                 zi_tensor_destroy (&outs[j]);
             }
+            s_release_blocks (self);
             self->tasks_failed++;
             zi_log_warn ("EXEC-TASK-FAILED", "task %" PRIu64 ": %s", id, reason);
             zi_msg_destroy (&task);
@@ -1017,26 +1057,24 @@ zi_worker_process (zi_worker_t *self, zi_msg_t **task_p)
             zi_msg_set_mb (answer, zi_msg_mb (task), zi_msg_nmb (task));
         }
     }
+    bool handed[ZI_MSG_MAX_TENSORS] = {false};
     //  Outputs in the plan's order; zi_msg_add_tensor takes the owning
     //  tensors, whose buffers then go to libzmq without a copy.
     for (int k = 0; answer && k < self->n_out; k++) {
         int i = self->out_exec[k];
-        //  A cut tensor goes into the arena when it has room: the broker
-        //  and the next worker read it there (written once, one memcpy
-        //  instead of two socket copies each way).
-        zi_shm_ref_t ref;
-        void *block = self->arena && self->out_shm[k] && outs[i]->nbytes
-                          ? zi_shm_alloc (self->arena, outs[i]->nbytes, &ref)
-                          : NULL;
-        if (block) {
-            memcpy (block, outs[i]->data, outs[i]->nbytes);
+        //  A cut tensor the executor computed into a block of the arena
+        //  (s_out_alloc): the broker and the next worker read it there,
+        //  written once, never copied. (A full arena: inline.)
+        void *block = self->out_block[i];
+        if (block && outs[i]->data == block) {
             if (zi_msg_add_tensor_shm (answer, self->segment->outputs[k], outs[i]->dtype,
-                                       outs[i]->rank, outs[i]->ne, block, &ref, false)) {
-                zi_shm_release (&ref);      //  nobody else will
+                                       outs[i]->rank, outs[i]->ne, block, &self->out_ref[i],
+                                       false)) {
                 zi_msg_destroy (&answer);
             }
             else {
                 zi_msg_set_shm_out (answer, true);
+                handed[i] = true;
             }
         }
         else if (zi_msg_add_tensor (answer, self->segment->outputs[k], &outs[i])) {
@@ -1046,6 +1084,12 @@ zi_worker_process (zi_worker_t *self, zi_msg_t **task_p)
     for (int i = 0; i < self->n_out; i++) {
         zi_tensor_destroy (&outs[i]);
     }
+    //  A RESULT that refers to its blocks hands them to the broker, which
+    //  releases them; without one (out of memory) they are ours to free.
+    for (int i = 0; answer && i < self->n_out; i++) {
+        self->out_block[i] = handed[i] ? NULL : self->out_block[i];
+    }
+    s_release_blocks (self);
     zi_msg_destroy (&task);
     if (!answer) {
         self->tasks_failed++;

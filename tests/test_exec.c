@@ -432,3 +432,88 @@ Test (exec, gemm_weights_are_packed_once)
     zi_graph_destroy (&g);
     zi_gemm_set_avx512 (-1);
 }
+
+//  zi_exec_set_output_alloc: outputs computed straight into the caller's
+//  memory are the same bytes as the executor's own; a NULL answer falls
+//  back; the memory is never freed by the executor. (Outputs folded at
+//  plan time, such as a Shape of the input, are copies, never asked for.)
+#define S_NBUF 32
+typedef struct {
+    void *buf[S_NBUF];
+    size_t asked[S_NBUF];
+    int refuse;                 //  output index to answer NULL for, or -1
+} s_alloc_t;
+
+static void *
+s_test_alloc (void *arg, int i, size_t nbytes)
+{
+    s_alloc_t *a = (s_alloc_t *) arg;
+    if (i < 0 || i >= S_NBUF || i == a->refuse || a->buf[i]) {
+        return NULL;
+    }
+    a->buf[i] = malloc (nbytes);
+    cr_assert_not_null (a->buf[i]);
+    a->asked[i] = nbytes;
+    memset (a->buf[i], 0xA5, nbytes);   //  stale bytes: the kernels must overwrite all
+    return a->buf[i];
+}
+
+Test (exec, outputs_go_straight_into_caller_memory)
+{
+    for (size_t m = 0; m < ZT_NMODELS; m++) {
+        zi_graph_t *g = zt_model_load (zt_models[m]);
+        zi_tensor_t *x = zt_model_pb (zt_models[m], 0, "input_0.pb");
+        char err[1024];
+        int checked = 0;
+        //  segment boundaries: the outputs are the cut tensors (and the
+        //  model's outputs for the last one)
+        for (int c = 0; c < g->n_nodes; c += 1 + g->n_nodes / 6) {
+            int last = c + g->n_nodes / 6 >= g->n_nodes - 1 ? g->n_nodes - 1 : c;
+            s_env_t ref = {0};
+            ref.names[0] = g->values[g->inputs[0]].name;
+            ref.tensors[0] = zi_tensor_dup (x);
+            ref.n = 1;
+            s_run_segment (g, 0, last, &ref, false);
+            zi_exec_t *ex = zi_exec_new (g, 0, last, NULL, err, sizeof err);
+            cr_assert_not_null (ex, "%s", err);
+            zi_exec_set_output_alloc (ex, s_test_alloc, NULL);
+            cr_assert_leq (zi_exec_n_outputs (ex), S_NBUF);
+            const zi_tensor_t *in[1] = {x};
+            zi_tensor_t *out[64] = {0};
+            for (int refuse = -1; refuse < zi_exec_n_outputs (ex); refuse++) {
+                s_alloc_t a = {.refuse = refuse};
+                zi_exec_set_output_alloc (ex, s_test_alloc, &a);
+                cr_assert_eq (zi_exec_run (ex, in, out, err, sizeof err), 0, "%s", err);
+                for (int i = 0; i < zi_exec_n_outputs (ex); i++) {
+                    const zi_tensor_t *want = s_env_get (&ref, zi_exec_output (ex, i)->name);
+                    cr_assert_not_null (want);
+                    cr_assert (zi_tensor_same_shape (out[i], want));
+                    cr_assert_eq (memcmp (out[i]->data, want->data, want->nbytes), 0,
+                                  "%s nodes 0..%d: output %d differs in caller memory",
+                                  zt_models[m], last, i);
+                    bool mine = a.buf[i] != NULL;
+                    cr_assert_eq (out[i]->data == a.buf[i], mine,
+                                  "%s nodes 0..%d: output %d not where the caller put it",
+                                  zt_models[m], last, i);
+                    cr_assert_eq (out[i]->owns_data, !mine);
+                    if (mine) {
+                        cr_assert_eq (a.asked[i], want->nbytes);
+                        checked++;
+                    }
+                    zi_tensor_destroy (&out[i]);     //  frees only what the executor owned
+                }
+                for (int i = 0; i < S_NBUF; i++) {
+                    free (a.buf[i]);
+                }
+            }
+            zi_exec_destroy (&ex);
+            s_env_clear (&ref);
+            if (last == g->n_nodes - 1) {
+                break;
+            }
+        }
+        cr_assert_gt (checked, 0, "%s: no output went to caller memory", zt_models[m]);
+        zi_tensor_destroy (&x);
+        zi_graph_destroy (&g);
+    }
+}

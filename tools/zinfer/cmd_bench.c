@@ -256,6 +256,10 @@ typedef struct {
     zi_tensor_t *inputs[ZI_MSG_MAX_TENSORS];
     int n_inputs;
     int64_t rows;
+    //  the inputs once, in a message every request shares them from by
+    //  reference: a load generator should not spend the cores it measures
+    //  on copying the same bytes for every request
+    zi_msg_t *shared;
     //  or batches of an IDX data set
     zi_tensor_t *images;
     const zi_plan_tensor_t *decl;
@@ -284,8 +288,20 @@ s_load_make (void *arg, int64_t k, int64_t *rows)
         *rows = b;
         return req;
     }
+    if (!ld->shared) {
+        ld->shared = zi_msg_new (ZI_CMD_REQUEST);
+        for (int i = 0; ld->shared && i < ld->n_inputs; i++) {
+            if (zi_msg_add_tensor_copy (ld->shared, ld->names[i], ld->inputs[i])) {
+                zi_msg_destroy (&ld->shared);
+            }
+        }
+        if (!ld->shared) {
+            zi_msg_destroy (&req);
+            return NULL;
+        }
+    }
     for (int i = 0; i < ld->n_inputs; i++) {
-        if (zi_msg_add_tensor_copy (req, ld->names[i], ld->inputs[i])) {
+        if (zi_msg_add_tensor_ref (req, ld->names[i], ld->shared, (size_t) i)) {
             zi_msg_destroy (&req);
             return NULL;
         }
@@ -516,6 +532,7 @@ done:
         zi_tensor_destroy (&ld.inputs[i]);
     }
     zi_tensor_destroy (&ld.images);
+    zi_msg_destroy (&ld.shared);
     zi_client_destroy (&client);
     zi_plan_destroy (&plan);
     return status;
