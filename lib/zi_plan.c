@@ -651,6 +651,9 @@ s_convert (s_conv_t *c, const zi_json_t *doc, zi_plan_t *plan)
         const zi_json_t *j = zi_json_at (splits, i);
         plan->model.splits[i].node = s_int (zi_json_get (j, "node"), -1);
         plan->model.splits[i].at = s_int (zi_json_get (j, "at"), 0);
+        const char *axis = zi_json_str (zi_json_get (j, "axis"));
+        plan->model.splits[i].axis = axis && strcmp (axis, "rows") == 0 ? ZI_SPLIT_ROWS
+                                                                        : ZI_SPLIT_CHANNELS;
     }
     plan->model.inputs = s_tensors (c, zi_json_get (model, "inputs"),
                                     &plan->model.n_inputs);
@@ -993,6 +996,9 @@ zi_plan_to_json (const zi_plan_t *self, zi_json_t **out)
             zi_json_t *sp = s_put_object (&o, splits, NULL);
             s_put_int (&o, sp, "node", self->model.splits[i].node);
             s_put_int (&o, sp, "at", self->model.splits[i].at);
+            if (self->model.splits[i].axis == ZI_SPLIT_ROWS) {
+                s_put_str (&o, sp, "axis", "rows");
+            }
         }
     }
     zi_json_t *inputs = s_put_array (&o, model, "inputs");

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "zi_error.h"
+#include "zi_exec.h"
 #include "zi_ops.h"
 
 //  How a constant input of the split node or of its chain is divided.
@@ -434,6 +435,78 @@ s_set_producers (zi_graph_t *g)
     }
 }
 
+//  Append Concat(part_out[0], part_out[1], axis) -> final.
+static int
+s_add_concat (zi_graph_t *g, int node, const int *part_out, int final, int64_t axis_value,
+              char *err, size_t errlen)
+{
+    char name[512];
+    snprintf (name, sizeof name, "%s.zsplit_concat", g->nodes[node].name);
+    int cat = zi_graph_add_node (g, "Concat", "", name, 2, part_out, 1, &final);
+    if (cat < 0) {
+        return zi_fail (err, errlen, cat, "out of memory splitting node %d", node);
+    }
+    zi_attr_t axis = {0}, opset = {0};
+    axis.name = strdup ("axis");
+    axis.type = ZI_ATTR_INT;
+    axis.i = axis_value;
+    opset.name = strdup ("__opset");
+    opset.type = ZI_ATTR_INT;
+    opset.i = zi_node_attr_int (&g->nodes[node], "__opset", g->opset);
+    if (opset.i < 13) {
+        opset.i = 13;       //  Concat-11 and later take a negative axis
+    }
+    if (!axis.name || !opset.name || zi_graph_node_add_attr (g, cat, &axis)
+        || zi_graph_node_add_attr (g, cat, &opset)) {
+        zi_attr_clear (&axis);
+        zi_attr_clear (&opset);
+        return zi_fail (err, errlen, ZI_ERR_NOMEM, "out of memory splitting node %d", node);
+    }
+    g->nodes[cat].op = zi_op_find ("Concat", "");
+    char why[256];
+    if (!g->nodes[cat].op || zi_op_check_node (&g->nodes[cat], why, sizeof why)) {
+        return zi_fail (err, errlen, ZI_ERR_UNSUPPORTED, "node %d: no Concat kernel", node);
+    }
+    return ZI_OK;
+}
+
+//  Put the nodes appended since n0 in place of node..last (which go), fix
+//  the producers, and free the constants in consts[] nothing reads now.
+static int
+s_reorder (zi_graph_t *g, int node, int last, int n0, const int *consts, int n_consts,
+           char *err, size_t errlen)
+{
+    int added = g->n_nodes - n0;
+    zi_node_t *order = (zi_node_t *) malloc ((size_t) g->n_nodes * sizeof *order);
+    if (!order) {
+        return zi_fail (err, errlen, ZI_ERR_NOMEM, "out of memory splitting node %d", node);
+    }
+    int w = 0;
+    for (int i = 0; i < node; i++) {
+        order[w++] = g->nodes[i];
+    }
+    for (int i = n0; i < n0 + added; i++) {
+        order[w++] = g->nodes[i];
+    }
+    for (int i = last + 1; i < n0; i++) {
+        order[w++] = g->nodes[i];
+    }
+    for (int i = node; i <= last; i++) {
+        zi_graph_node_clear (&g->nodes[i]);
+    }
+    memcpy (g->nodes, order, (size_t) w * sizeof *order);
+    free (order);
+    g->n_nodes = w;
+    s_set_producers (g);
+    for (int i = 0; i < n_consts; i++) {
+        int v = consts[i];
+        if (g->values[v].init && !g->values[v].is_output && s_readers (g, v) == 0) {
+            zi_tensor_destroy (&g->values[v].init);
+        }
+    }
+    return ZI_OK;
+}
+
 int
 zi_split_apply (zi_graph_t *g, int node, int64_t at, char *err, size_t errlen)
 {
@@ -490,63 +563,11 @@ zi_split_apply (zi_graph_t *g, int node, int64_t at, char *err, size_t errlen)
         part_out[part] = data;
     }
     //  Concat of the two parts along the channel axis.
-    char name[512];
-    snprintf (name, sizeof name, "%s.zsplit_concat", g->nodes[node].name);
-    int cat = zi_graph_add_node (g, "Concat", "", name, 2, part_out, 1, &final);
-    if (cat < 0) {
-        return zi_fail (err, errlen, cat, "out of memory splitting node %d", node);
+    int rc2 = s_add_concat (g, node, part_out, final, p.channel_last ? -1 : 1, err, errlen);
+    if (rc2) {
+        return rc2;
     }
-    zi_attr_t axis = {0}, opset = {0};
-    axis.name = strdup ("axis");
-    axis.type = ZI_ATTR_INT;
-    axis.i = p.channel_last ? -1 : 1;
-    opset.name = strdup ("__opset");
-    opset.type = ZI_ATTR_INT;
-    opset.i = zi_node_attr_int (&g->nodes[node], "__opset", g->opset);
-    if (opset.i < 13) {
-        opset.i = 13;       //  Concat-11 and later take a negative axis
-    }
-    if (!axis.name || !opset.name || zi_graph_node_add_attr (g, cat, &axis)
-        || zi_graph_node_add_attr (g, cat, &opset)) {
-        zi_attr_clear (&axis);
-        zi_attr_clear (&opset);
-        return zi_fail (err, errlen, ZI_ERR_NOMEM, "out of memory splitting node %d", node);
-    }
-    g->nodes[cat].op = zi_op_find ("Concat", "");
-    char why[256];
-    if (!g->nodes[cat].op || zi_op_check_node (&g->nodes[cat], why, sizeof why)) {
-        return zi_fail (err, errlen, ZI_ERR_UNSUPPORTED, "node %d: no Concat kernel", node);
-    }
-    //  New order: nodes before, the appended ones, the rest after the chain.
-    int added = g->n_nodes - n0;
-    zi_node_t *order = (zi_node_t *) malloc ((size_t) g->n_nodes * sizeof *order);
-    if (!order) {
-        return zi_fail (err, errlen, ZI_ERR_NOMEM, "out of memory splitting node %d", node);
-    }
-    int w = 0;
-    for (int i = 0; i < node; i++) {
-        order[w++] = g->nodes[i];
-    }
-    for (int i = n0; i < n0 + added; i++) {
-        order[w++] = g->nodes[i];
-    }
-    for (int i = last + 1; i < n0; i++) {
-        order[w++] = g->nodes[i];
-    }
-    for (int i = node; i <= last; i++) {
-        zi_graph_node_clear (&g->nodes[i]);
-    }
-    memcpy (g->nodes, order, (size_t) w * sizeof *order);
-    free (order);
-    g->n_nodes = w;
-    s_set_producers (g);
-    for (int i = 0; i < n_consts; i++) {
-        int v = consts[i];
-        if (g->values[v].init && !g->values[v].is_output && s_readers (g, v) == 0) {
-            zi_tensor_destroy (&g->values[v].init);
-        }
-    }
-    return ZI_OK;
+    return s_reorder (g, node, last, n0, consts, n_consts, err, errlen);
 }
 
 int
@@ -560,11 +581,391 @@ zi_split_apply_all (zi_graph_t *g, const zi_split_t *splits, size_t n, char *err
                             PRId64 "): the model has %d nodes at this point", i,
                             splits[i].node, splits[i].at, g->n_nodes);
         }
-        int rc = zi_split_apply (g, (int) splits[i].node, splits[i].at, why, sizeof why);
+        int rc = splits[i].axis == ZI_SPLIT_ROWS
+                     ? zi_split_apply_rows (g, (int) splits[i].node, splits[i].at, why,
+                                            sizeof why)
+                     : zi_split_apply (g, (int) splits[i].node, splits[i].at, why, sizeof why);
         if (rc) {
             return zi_fail (err, errlen, rc, "split %zu (node %" PRId64 " at %" PRId64
                             "): %s", i, splits[i].node, splits[i].at, why);
         }
     }
     return ZI_OK;
+}
+
+//  ---------------------------------------------------------------------
+//  Rows
+
+typedef struct {
+    int node, chain;
+    int64_t h;                  //  input rows of the Conv
+    int64_t ho;                 //  its output rows
+    int64_t kh, sh, dh;         //  kernel, stride, dilation along H
+    int64_t pads[4];            //  top, left, bottom, right
+    int64_t step;               //  output rows per row after the chain's pools
+} s_rows_t;
+
+//  The Conv's input height, from the declared shape or by planning the
+//  nodes before it on the model's declared inputs (batch 1).
+static int
+s_input_height (const zi_graph_t *g, int node, int64_t *h, char *err, size_t errlen)
+{
+    int x = g->nodes[node].in[0];
+    const zi_value_t *xv = &g->values[x];
+    if (xv->rank == 4 && xv->shape[2] > 0) {
+        *h = xv->shape[2];
+        return ZI_OK;
+    }
+    if (node == 0 || xv->producer < 0) {
+        return zi_fail (err, errlen, ZI_ERR_UNSUPPORTED, "node %d '%s': the height of its "
+                        "input is not fixed by the model", node, g->nodes[node].name);
+    }
+    zi_exec_t *ex = zi_exec_new (g, 0, node - 1, NULL, err, errlen);
+    if (!ex) {
+        return ZI_ERR_UNSUPPORTED;
+    }
+    int rc = ZI_OK;
+    int n = zi_exec_n_inputs (ex);
+    zi_tensor_t probe[64];
+    const zi_tensor_t *in[64];
+    if (n > 64) {
+        rc = zi_fail (err, errlen, ZI_ERR_UNSUPPORTED, "node %d: too many inputs", node);
+    }
+    for (int i = 0; rc == ZI_OK && i < n; i++) {
+        const zi_value_t *v = zi_exec_input (ex, i);
+        int64_t shape[ZI_MAX_RANK];
+        if (v->rank < 0 || v->init) {
+            rc = zi_fail (err, errlen, ZI_ERR_UNSUPPORTED, "node %d '%s': input '%s' declares "
+                          "no shape", node, g->nodes[node].name, v->name);
+            break;
+        }
+        for (int d = 0; d < v->rank; d++) {
+            shape[d] = v->shape[d] >= 0 ? v->shape[d] : 1;
+        }
+        memset (&probe[i], 0, sizeof probe[i]);
+        if (zi_tensor_set_shape (&probe[i], v->dtype ? v->dtype : ZI_DT_F32, v->rank, shape)) {
+            rc = zi_fail (err, errlen, ZI_ERR_UNSUPPORTED, "node %d: input '%s' has a bad "
+                          "shape", node, v->name);
+            break;
+        }
+        in[i] = &probe[i];
+    }
+    if (rc == ZI_OK) {
+        rc = zi_exec_prepare (ex, in, err, errlen);
+    }
+    if (rc == ZI_OK) {
+        const zi_tensor_t *t = zi_exec_value (ex, x);
+        if (!t || t->rank != 4 || t->ne[2] < 1) {
+            rc = zi_fail (err, errlen, ZI_ERR_UNSUPPORTED, "node %d '%s': the height of its "
+                          "input is not known before it runs", node, g->nodes[node].name);
+        }
+        else {
+            *h = t->ne[2];
+        }
+    }
+    zi_exec_destroy (&ex);
+    return rc;
+}
+
+//  Is node j a row-wise successor of value `data`? Multiplies *step by a
+//  pool's stride. Constants must not vary along H (axis 2 of 4).
+static bool
+s_rows_chain_node (const zi_graph_t *g, int j, int data, int64_t *step)
+{
+    static const char *const unary[] = {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Elu",
+                                        "Selu", "HardSigmoid", "HardSwish", "Softplus",
+                                        "Softsign", "Identity", "Clip", NULL};
+    static const char *const binary[] = {"Add", "Sub", "Mul", "Div", "PRelu", NULL};
+    static const char *const pools[] = {"MaxPool", "AveragePool", NULL};
+    const zi_node_t *n = &g->nodes[j];
+    if (n->n_in < 1 || n->n_in > 8 || n->n_out < 1 || n->out[0] < 0 || n->in[0] != data) {
+        return false;
+    }
+    for (int k = 1; k < n->n_out; k++) {
+        if (n->out[k] >= 0) {
+            return false;
+        }
+    }
+    bool un = s_one_of (n, unary), bin = s_one_of (n, binary), pool = s_one_of (n, pools);
+    bool bn = s_is (n, "BatchNormalization");
+    if (!un && !bin && !pool && !bn) {
+        return false;
+    }
+    for (int k = 1; k < n->n_in; k++) {
+        int v = n->in[k];
+        if (v < 0) {
+            continue;
+        }
+        const zi_tensor_t *c = s_init (g, v);
+        if (!c || v == data) {
+            return false;
+        }
+        //  BN's parameters are per channel; others broadcast right-aligned
+        //  against [N, C, H, W]: the dim meeting H must be absent or 1.
+        int d = c->rank - 2;
+        if (!bn && d >= 0 && c->ne[d] != 1) {
+            return false;
+        }
+        if (!zi_tensor_is_contiguous (c)) {
+            return false;
+        }
+    }
+    if (pool) {
+        int nk = 0, ns = 0, np = 0, nd = 0;
+        const int64_t *k = zi_node_attr_ints (n, "kernel_shape", &nk);
+        const int64_t *s = zi_node_attr_ints (n, "strides", &ns);
+        const int64_t *p = zi_node_attr_ints (n, "pads", &np);
+        const int64_t *d = zi_node_attr_ints (n, "dilations", &nd);
+        const char *ap = zi_node_attr_string (n, "auto_pad", "NOTSET");
+        if (nk != 2 || (ns && ns != 2) || (np && np != 4) || (nd && nd != 2)
+            || zi_node_attr_int (n, "ceil_mode", 0) != 0
+            || (strcmp (ap, "NOTSET") != 0 && strcmp (ap, "VALID") != 0)) {
+            return false;
+        }
+        int64_t sh = ns ? s[0] : 1;
+        if (k[0] != sh || sh < 1 || (np && (p[0] != 0 || p[2] != 0)) || (nd && d[0] != 1)) {
+            return false;
+        }
+        *step *= sh;
+    }
+    return true;
+}
+
+static int
+s_probe_rows (const zi_graph_t *g, int node, s_rows_t *r, char *err, size_t errlen)
+{
+    memset (r, 0, sizeof *r);
+    if (node < 0 || node >= g->n_nodes) {
+        return zi_fail (err, errlen, ZI_ERR_INVALID, "node %d: the model has %d nodes", node,
+                        g->n_nodes);
+    }
+    const zi_node_t *n = &g->nodes[node];
+    r->node = node;
+    if (!s_is (n, "Conv") || !n->op) {
+        return zi_fail (err, errlen, ZI_ERR_UNSUPPORTED, "node %d '%s' is a %s; only Conv "
+                        "layers can be split along their rows", node, n->name, n->op_type);
+    }
+    const zi_tensor_t *w = n->n_in >= 2 ? s_init (g, n->in[1]) : NULL;
+    if (n->n_out != 1 || n->out[0] < 0 || n->in[0] < 0 || s_init (g, n->in[0]) || !w
+        || w->rank != 4) {
+        return zi_fail (err, errlen, ZI_ERR_UNSUPPORTED, "node %d '%s' (Conv): only 2-D "
+                        "convolutions of an activation with a constant weight are split "
+                        "along their rows", node, n->name);
+    }
+    const char *ap = zi_node_attr_string (n, "auto_pad", "NOTSET");
+    if (strcmp (ap, "NOTSET") != 0) {
+        return zi_fail (err, errlen, ZI_ERR_UNSUPPORTED, "node %d '%s' (Conv): auto_pad %s; "
+                        "only explicit pads are split along the rows", node, n->name, ap);
+    }
+    int ns = 0, np = 0, nd = 0;
+    const int64_t *s = zi_node_attr_ints (n, "strides", &ns);
+    const int64_t *p = zi_node_attr_ints (n, "pads", &np);
+    const int64_t *d = zi_node_attr_ints (n, "dilations", &nd);
+    if ((ns && ns != 2) || (np && np != 4) || (nd && nd != 2)) {
+        return zi_fail (err, errlen, ZI_ERR_UNSUPPORTED, "node %d '%s' (Conv): malformed "
+                        "strides, pads or dilations", node, n->name);
+    }
+    r->kh = w->ne[2];
+    r->sh = ns ? s[0] : 1;
+    r->dh = nd ? d[0] : 1;
+    for (int i = 0; i < 4; i++) {
+        r->pads[i] = np ? p[i] : 0;
+    }
+    if (r->sh < 1 || r->dh < 1 || r->kh < 1 || r->pads[0] < 0 || r->pads[2] < 0
+        || r->pads[0] >= r->dh * (r->kh - 1) + 1) {
+        return zi_fail (err, errlen, ZI_ERR_UNSUPPORTED, "node %d '%s' (Conv): strides, "
+                        "dilations or pads it cannot be split with", node, n->name);
+    }
+    int rc = s_input_height (g, node, &r->h, err, errlen);
+    if (rc) {
+        return rc;
+    }
+    int64_t span = r->h + r->pads[0] + r->pads[2] - r->dh * (r->kh - 1) - 1;
+    r->ho = span >= 0 ? span / r->sh + 1 : 0;
+    r->step = 1;
+    int data = n->out[0];
+    while (r->chain < ZI_SPLIT_CHAIN_MAX) {
+        int j = node + r->chain + 1;
+        int64_t step = r->step;
+        if (j >= g->n_nodes || g->values[data].is_output || s_readers (g, data) != 1
+            || !g->nodes[j].op || !s_rows_chain_node (g, j, data, &step)) {
+            break;
+        }
+        r->step = step;
+        r->chain++;
+        data = g->nodes[j].out[0];
+    }
+    if (r->ho < 2 * r->step) {
+        return zi_fail (err, errlen, ZI_ERR_UNSUPPORTED, "node %d '%s' (Conv): %" PRId64
+                        " output row(s) in steps of %" PRId64 ": nothing to split", node,
+                        n->name, r->ho, r->step);
+    }
+    return ZI_OK;
+}
+
+int
+zi_split_probe_rows (const zi_graph_t *g, int node, int64_t *rows, int64_t *step, int *chain,
+                     char *err, size_t errlen)
+{
+    s_rows_t r;
+    int rc = s_probe_rows (g, node, &r, err, errlen);
+    if (rc == ZI_OK) {
+        if (rows) {
+            *rows = r.ho;
+        }
+        if (step) {
+            *step = r.step;
+        }
+        if (chain) {
+            *chain = r.chain;
+        }
+    }
+    return rc;
+}
+
+//  An INTS attribute, replaced if the node has it.
+static int
+s_set_ints (zi_graph_t *g, int ni, const char *name, const int64_t *v, int n)
+{
+    zi_node_t *node = &g->nodes[ni];
+    for (int a = 0; a < node->n_attr; a++) {
+        zi_attr_t *at = &node->attr[a];
+        if (strcmp (at->name, name) == 0 && at->type == ZI_ATTR_INTS && at->n == n) {
+            memcpy (at->ints, v, (size_t) n * sizeof *v);
+            return ZI_OK;
+        }
+    }
+    zi_attr_t t = {0};
+    t.name = strdup (name);
+    t.type = ZI_ATTR_INTS;
+    t.n = n;
+    t.ints = (int64_t *) malloc ((size_t) n * sizeof (int64_t));
+    if (!t.name || !t.ints) {
+        zi_attr_clear (&t);
+        return ZI_ERR_NOMEM;
+    }
+    memcpy (t.ints, v, (size_t) n * sizeof *v);
+    if (zi_graph_node_add_attr (g, ni, &t)) {
+        zi_attr_clear (&t);
+        return ZI_ERR_NOMEM;
+    }
+    return ZI_OK;
+}
+
+//  Append Slice(x, rows [start, end) of axis 2) -> a new value; returns it.
+static int
+s_add_row_slice (zi_graph_t *g, int node, int x, int part, int64_t start, int64_t end)
+{
+    char base[480];
+    snprintf (base, sizeof base, "%s", g->values[x].name);
+    int out = s_new_value (g, base, part ? ".zrows1" : ".zrows0");
+    if (out < 0) {
+        return out;
+    }
+    g->values[out].dtype = g->values[x].dtype;
+    char name[512];
+    snprintf (name, sizeof name, "%s.zslice%d", g->nodes[node].name, part);
+    int ni = zi_graph_add_node (g, "Slice", "", name, 1, &x, 1, &out);
+    if (ni < 0) {
+        return ni;
+    }
+    int64_t a = start, b = end, axis = 2;
+    zi_attr_t op = {0};
+    op.name = strdup ("__opset");
+    op.type = ZI_ATTR_INT;
+    op.i = 9;           //  starts / ends / axes as attributes (Slice-1)
+    if (!op.name || zi_graph_node_add_attr (g, ni, &op)) {
+        zi_attr_clear (&op);
+        return ZI_ERR_NOMEM;
+    }
+    if (s_set_ints (g, ni, "starts", &a, 1) || s_set_ints (g, ni, "ends", &b, 1)
+        || s_set_ints (g, ni, "axes", &axis, 1)) {
+        return ZI_ERR_NOMEM;
+    }
+    g->nodes[ni].op = zi_op_find ("Slice", "");
+    char why[256];
+    if (!g->nodes[ni].op || zi_op_check_node (&g->nodes[ni], why, sizeof why)) {
+        return ZI_ERR_UNSUPPORTED;
+    }
+    return out;
+}
+
+int
+zi_split_apply_rows (zi_graph_t *g, int node, int64_t at, char *err, size_t errlen)
+{
+    s_rows_t r;
+    int rc = s_probe_rows (g, node, &r, err, errlen);
+    if (rc) {
+        return rc;
+    }
+    if (at <= 0 || at >= r.ho || at % r.step != 0) {
+        return zi_fail (err, errlen, ZI_ERR_INVALID, "node %d '%s' has %" PRId64 " output "
+                        "rows: the split row must be a multiple of %" PRId64 " in 1..%" PRId64
+                        " (got %" PRId64 ")", node, g->nodes[node].name, r.ho, r.step,
+                        r.ho - 1, at);
+    }
+    const int n0 = g->n_nodes, c = r.chain, last = node + c;
+    const int final = g->nodes[last].out[0];
+    const int x = g->nodes[node].in[0];
+    //  Input rows each part reads, and the padding it still needs:
+    //  part A's output rows 0..at-1 read rows -top .. (at-1)*sh - top +
+    //  dh*(kh-1); part B's at..ho-1 start at at*sh - top.
+    int64_t reach = r.dh * (r.kh - 1) + 1;
+    int64_t a_end = (at - 1) * r.sh - r.pads[0] + reach;
+    int64_t a_pad_bottom = a_end > r.h ? a_end - r.h : 0;
+    a_end = a_end < r.h ? a_end : r.h;
+    int64_t b_start = at * r.sh - r.pads[0];
+    int64_t b_pad_top = b_start < 0 ? -b_start : 0;
+    b_start = b_start > 0 ? b_start : 0;
+    if (a_end < 1 || b_start >= r.h) {
+        return zi_fail (err, errlen, ZI_ERR_UNSUPPORTED, "node %d '%s': row %" PRId64 " leaves "
+                        "a part without input rows", node, g->nodes[node].name, at);
+    }
+    s_inputs_t shared;
+    memset (&shared, 0, sizeof shared);
+    shared.use[0] = S_DATA;
+    for (int k = 1; k < 8; k++) {
+        shared.use[k] = S_SHARED;
+    }
+    int part_out[2] = {-1, -1};
+    for (int part = 0; part < 2; part++) {
+        int64_t s0 = part ? b_start : 0, s1 = part ? r.h : a_end;
+        int data = x;
+        if (s0 > 0 || s1 < r.h) {
+            data = s_add_row_slice (g, node, x, part, s0, s1);
+            if (data < 0) {
+                return zi_fail (err, errlen, data == ZI_ERR_UNSUPPORTED ? data : ZI_ERR_NOMEM,
+                                "cannot add a Slice splitting node %d", node);
+            }
+        }
+        for (int j = node; j <= last; j++) {
+            int orig = g->nodes[j].out[0];
+            char base[480];
+            snprintf (base, sizeof base, "%s", g->values[orig].name);
+            int out = s_new_value (g, base, part ? ".zsplit1" : ".zsplit0");
+            if (out < 0) {
+                return zi_fail (err, errlen, out, "out of memory splitting node %d", node);
+            }
+            g->values[out].dtype = g->values[orig].dtype;
+            int ni = s_emit (g, j, &shared, data, out, part, 0, 0);
+            if (ni < 0) {
+                return zi_fail (err, errlen, ni, "out of memory splitting node %d", node);
+            }
+            if (j == node) {
+                int64_t pads[4] = {part ? b_pad_top : r.pads[0], r.pads[1],
+                                   part ? r.pads[2] : a_pad_bottom, r.pads[3]};
+                if (s_set_ints (g, ni, "pads", pads, 4)) {
+                    return zi_fail (err, errlen, ZI_ERR_NOMEM, "out of memory splitting "
+                                    "node %d", node);
+                }
+            }
+            data = out;
+        }
+        part_out[part] = data;
+    }
+    rc = s_add_concat (g, node, part_out, final, 2, err, errlen);
+    if (rc) {
+        return rc;
+    }
+    return s_reorder (g, node, last, n0, NULL, 0, err, errlen);
 }

@@ -624,6 +624,38 @@ Test (pipeline, a_layer_split_across_two_segments_equals_the_engine_bit_for_bit)
     s_engine_close (&e);
 }
 
+Test (pipeline, a_convolution_split_along_its_rows_equals_the_engine_bit_for_bit)
+{
+    //  Fashion-MNIST's second convolution split at output row 6 of 14
+    //  (--split-axis rows): part A (rows 0-5 and their MaxPool) in segment
+    //  0, part B (from its Slice of the input rows it reads) in segment 1.
+    //  A row split computes every pixel as the unsplit conv does, so the
+    //  pipeline equals the plain model bit for bit.
+    s_make_plan (S_FASHION, "--segments 2 --batch 16 --micro-batch 16 --max-batch 16 "
+                            "--max-delay-us 0 --split-axis rows " S_FASHION_PRE);
+    cr_assert_eq (s_plan->n_segments, 2);
+    cr_assert_eq (s_plan->model.n_splits, 1, "the planner did not split a layer");
+    cr_assert_eq (s_plan->model.splits[0].axis, ZI_SPLIT_ROWS);
+    s_up_start ();
+    s_engine_t e;
+    char err[512];
+    e.graph = zi_onnx_load (S_FASHION, err, sizeof err);      //  unsplit
+    cr_assert_not_null (e.graph, "%s", err);
+    e.exec = zi_exec_new (e.graph, 0, -1, NULL, err, sizeof err);
+    cr_assert_not_null (e.exec, "%s", err);
+    for (int round = 0; round < 3; round++) {
+        zi_tensor_t *x = s_random_u8 (16, 7 + (unsigned) round);
+        zi_tensor_t *want = s_engine_run_chunks (&e, x, 16);
+        zi_msg_t *m = s_ask ("input", x, 0);
+        s_assert_reply (m);
+        s_assert_same_bits (zi_msg_tensor (m, 0), want, "fashion split along rows");
+        zi_msg_destroy (&m);
+        zi_tensor_destroy (&want);
+        zi_tensor_destroy (&x);
+    }
+    s_engine_close (&e);
+}
+
 Test (pipeline, replica_shares_follow_capacity)
 {
     //  one segment, R = 3:1 (credits 3:1); batch-1 requests, no coalescing:

@@ -350,6 +350,8 @@ static const struct {
     {"bad-type-node-count.json", "model.node_count: expected integer (got string \"10\")"},
     {"bad-split-at-zero.json", "model.splits[0].at: must be >= 1 (got 0)"},
     {"bad-split-missing-at.json", "model.splits[0]: missing required field \"at\""},
+    {"bad-split-axis.json",
+     "model.splits[0].axis: must be one of \"channels\", \"rows\" (got \"columns\")"},
     {"bad-type-credit-fraction.json",
      "segments[0].replicas[0].credit: expected integer (got number 1.5)"},
     {"bad-unknown-field.json", "segments[0].replicas[0]: unknown field \"capacty\""},
@@ -627,6 +629,11 @@ s_build_plan (void)
     plan->name = strdup ("built in memory");
     plan->model.path = strdup ("model.onnx");
     plan->model.node_count = 6;
+    plan->model.splits = (zi_split_t *) calloc (2, sizeof (zi_split_t));
+    cr_assert_not_null (plan->model.splits);
+    plan->model.splits[0] = (zi_split_t) {.node = 3, .at = 4, .axis = ZI_SPLIT_ROWS};
+    plan->model.splits[1] = (zi_split_t) {.node = 1, .at = 16, .axis = ZI_SPLIT_CHANNELS};
+    plan->model.n_splits = 2;
     zi_plan_tensor_t *in = ZI_PLAN_PUSH (plan->model.inputs, plan->model.n_inputs);
     *in = (zi_plan_tensor_t) {strdup ("x"), ZI_DT_F32, 2, {-1, 4}};
     zi_plan_tensor_t *out = ZI_PLAN_PUSH (plan->model.outputs, plan->model.n_outputs);
@@ -698,6 +705,12 @@ Test (plan, a_built_plan_writes_and_loads)
     cr_assert_eq (back->segments[1].replicas[1].capacity, 0.5);
     cr_assert_eq (back->segments[1].replicas[1].credit, 3);
     cr_assert_eq (back->segments[1].cost_share, 2.0 / 3, "doubles come back exactly");
+    cr_assert_eq (back->model.n_splits, 2);
+    cr_assert_eq (back->model.splits[0].axis, ZI_SPLIT_ROWS, "a row split came back as %d",
+                  back->model.splits[0].axis);
+    cr_assert_eq (back->model.splits[0].at, 4);
+    cr_assert_eq (back->model.splits[1].axis, ZI_SPLIT_CHANNELS);
+    cr_assert_eq (back->model.splits[1].node, 1);
     cr_assert_eq (back->stages[0].tensors[0].ops[1].std[0], 0.25);
     //  A plan built without priorities gets the default class on load.
     cr_assert_eq (back->priorities.n_classes, 1);

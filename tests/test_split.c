@@ -206,3 +206,104 @@ Test (split, bad_splits_are_refused_with_the_reason)
     }
     zi_graph_destroy (&g);
 }
+
+//  Rows: every 2-D Conv of the repo's models that can be split along its
+//  output rows, at its first, middle and last allowed row, gives exactly
+//  the unsplit model's output (each output pixel is the same dot product;
+//  the part's Slice only moves the rows it reads), matches torch, and the
+//  cut between the parts (and after part B's Slice) is bit-identical too.
+Test (split, convolutions_split_along_their_rows_are_bit_identical)
+{
+    int splits = 0;
+    for (size_t m = 0; m < ZT_NMODELS; m++) {
+        zi_graph_t *g = zt_model_load (zt_models[m]);
+        zi_tensor_t *x = zt_model_pb (zt_models[m], 0, "input_0.pb");
+        zi_tensor_t *ref = zt_model_pb (zt_models[m], 0, "output_0.pb");
+        zi_tensor_t *plain = s_output (g, x, NULL, 0);
+        int nodes = g->n_nodes;
+        for (int n = 0; n < nodes; n++) {
+            int64_t rows, step;
+            int chain;
+            char err[512];
+            if (zi_split_probe_rows (g, n, &rows, &step, &chain, err, sizeof err)) {
+                continue;
+            }
+            cr_assert_geq (rows, 2 * step);
+            int64_t points[3] = {step, rows / 2 / step * step, (rows - 1) / step * step};
+            for (int p = 0; p < 3; p++) {
+                zi_graph_t *s = zt_model_load (zt_models[m]);
+                cr_assert_eq (zi_split_apply_rows (s, n, points[p], err, sizeof err), 0,
+                              "%s node %d at row %lld: %s", zt_models[m], n,
+                              (long long) points[p], err);
+                //  [Slice] Conv chain [Slice] Conv chain Concat
+                int a_slice = strcmp (s->nodes[n].op_type, "Slice") == 0;
+                int end_a = n + a_slice + chain;
+                int b_slice = strcmp (s->nodes[end_a + 1].op_type, "Slice") == 0;
+                cr_assert_str_eq (s->nodes[n + a_slice].op_type, "Conv");
+                cr_assert_str_eq (s->nodes[end_a + 1 + b_slice].op_type, "Conv");
+                cr_assert_eq (s->n_nodes, nodes + chain + 2 + a_slice + b_slice);
+                cr_assert_str_eq (s->nodes[end_a + 1 + b_slice + chain + 1].op_type, "Concat");
+                zi_tensor_t *whole = s_output (s, x, NULL, 0);
+                cr_assert_eq (memcmp (whole->data, plain->data, plain->nbytes), 0,
+                              "%s node %d at row %lld: differs from the unsplit model",
+                              zt_models[m], n, (long long) points[p]);
+                cr_assert_leq (s_max_err (whole, ref, 1e-4, 1e-5), 1.0, "%s node %d: "
+                               "differs from torch", zt_models[m], n);
+                int cuts[2] = {end_a, end_a + b_slice};
+                for (int c = 0; c < 1 + b_slice; c++) {
+                    zi_tensor_t *cutrun = s_output (s, x, &cuts[c], 1);
+                    cr_assert_eq (memcmp (cutrun->data, whole->data, whole->nbytes), 0,
+                                  "%s node %d at row %lld: the cut after node %d is not "
+                                  "bit-identical", zt_models[m], n, (long long) points[p],
+                                  cuts[c]);
+                    zi_tensor_destroy (&cutrun);
+                }
+                zi_tensor_destroy (&whole);
+                zi_graph_destroy (&s);
+                splits++;
+            }
+        }
+        zi_tensor_destroy (&plain);
+        zi_tensor_destroy (&ref);
+        zi_tensor_destroy (&x);
+        zi_graph_destroy (&g);
+    }
+    //  Fashion-MNIST's two convolutions, resnet_tiny's, the transformer's none.
+    cr_assert_geq (splits, 12, "only %d row splits tried", splits);
+}
+
+Test (split, bad_row_splits_are_refused_with_the_reason)
+{
+    zi_graph_t *g = zt_model_load ("examples/fashion-mnist");
+    int conv = -1;
+    for (int n = g->n_nodes - 1; n >= 0; n--) {
+        conv = conv < 0 && strcmp (g->nodes[n].op_type, "Conv") == 0 ? n : conv;
+    }
+    int nodes = g->n_nodes;
+    int64_t rows, step;
+    int chain;
+    char err[512];
+    cr_assert_eq (zi_split_probe_rows (g, conv, &rows, &step, &chain, err, sizeof err), 0,
+                  "%s", err);
+    //  14 x 14 output rows, a 2 x 2 / stride 2 MaxPool after the Relu
+    cr_assert_eq (rows, 14);
+    cr_assert_eq (step, 2);
+    cr_assert_eq (chain, 2);
+    cr_assert_neq (zi_split_apply_rows (g, conv, 5, err, sizeof err), 0);
+    cr_assert (strstr (err, "multiple of 2"), "%s", err);
+    cr_assert_neq (zi_split_apply_rows (g, conv, 14, err, sizeof err), 0);
+    cr_assert_neq (zi_split_apply_rows (g, conv, 0, err, sizeof err), 0);
+    cr_assert_neq (zi_split_apply_rows (g, conv + 1, 2, err, sizeof err), 0);     //  the Relu
+    cr_assert (strstr (err, "only Conv"), "%s", err);
+    cr_assert_eq (g->n_nodes, nodes, "a refused split changed the graph");
+    zi_split_t list[1] = {{.node = conv, .at = 3, .axis = ZI_SPLIT_ROWS}};
+    cr_assert_neq (zi_split_apply_all (g, list, 1, err, sizeof err), 0);
+    cr_assert (strstr (err, "split 0 (node"), "%s", err);
+    zi_graph_destroy (&g);
+
+    //  A Gemm has no rows.
+    g = zt_model_load ("tests/models/mlp");
+    cr_assert_neq (zi_split_probe_rows (g, 0, &rows, &step, &chain, err, sizeof err), 0);
+    cr_assert (strstr (err, "only Conv"), "%s", err);
+    zi_graph_destroy (&g);
+}

@@ -86,6 +86,8 @@ s_plan_usage (FILE *out)
 "  --no-split            cut between whole layers only (default: a layer the\n"
 "                        cuts cannot balance is split along its output\n"
 "                        channels across the boundary, see model.splits)\n"
+"  --split-axis A        auto (default: for a convolution, channels or rows,\n"
+"                        whichever gives the lower bottleneck), channels, rows\n"
 "  --explain             print the segments as a table\n");
 }
 
@@ -540,11 +542,13 @@ s_cuts (const zi_graph_t *g, zi_tensor_t **probe, long calibrate, int threads, i
 //  / sum(cap). When that point falls inside a splittable layer (or inside
 //  the channel-wise chain after one), the layer is split so that part A
 //  (with its chain) carries the cost up to the point. Channel counts are
-//  rounded to multiples of 16 (whole SIMD panels). Returned in descending
+//  rounded to multiples of 16 (whole SIMD panels). With rows, a 2-D Conv
+//  is split along its output rows instead where it can be (no input packed
+//  twice; rows in multiples of its pools' strides). Returned in descending
 //  node order, so every index refers to the unsplit graph.
 static int
 s_choose_splits (const zi_graph_t *g, const s_cuts_t *c, int k, const double *capacity,
-                 zi_split_t *out)
+                 bool rows, zi_split_t *out)
 {
     int n = 0;
     double cap_total = 0;
@@ -570,10 +574,15 @@ s_choose_splits (const zi_graph_t *g, const s_cuts_t *c, int k, const double *ca
         }
         //  the splittable layer whose chain covers node j
         for (int l = j; l >= 0 && l > j - ZI_SPLIT_CHAIN_MAX - 1; l--) {
-            int64_t channels;
-            int chain;
+            int64_t channels, step = 0;
+            int chain, axis = ZI_SPLIT_CHANNELS;
             char why[256];
-            if (zi_split_probe (g, l, &channels, &chain, why, sizeof why) || l + chain < j) {
+            if (rows && zi_split_probe_rows (g, l, &channels, &step, &chain, why,
+                                             sizeof why) == 0 && l + chain >= j) {
+                axis = ZI_SPLIT_ROWS;
+            }
+            else if (zi_split_probe (g, l, &channels, &chain, why, sizeof why)
+                     || l + chain < j) {
                 continue;
             }
             double start = prefix, span = 0;
@@ -587,7 +596,9 @@ s_choose_splits (const zi_graph_t *g, const s_cuts_t *c, int k, const double *ca
                 break;
             }
             double f = (target - start) / span;
-            int64_t step = channels >= 64 ? 16 : 1;
+            if (axis == ZI_SPLIT_CHANNELS) {
+                step = channels >= 64 ? 16 : 1;
+            }
             int64_t at = (int64_t) (f * (double) channels / (double) step + 0.5) * step;
             if (at >= step && at <= channels - step) {
                 bool dup = false;
@@ -597,6 +608,7 @@ s_choose_splits (const zi_graph_t *g, const s_cuts_t *c, int k, const double *ca
                 if (!dup) {
                     out[n].node = l;
                     out[n].at = at;
+                    out[n].axis = axis;
                     n++;
                 }
             }
@@ -630,6 +642,7 @@ zi_cmd_plan (int argc, char **argv)
     long micro = 16, max_batch = 64, max_delay = 2000, shm_mb = -1;
     double tolerance = 0.05;
     bool explain = false, split = true;
+    int split_axis = 0;     //  0 auto, 1 channels only, 2 rows where possible
     char err[1024];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -729,6 +742,11 @@ zi_cmd_plan (int argc, char **argv)
         }
         else if (strcmp (a, "--tolerance") == 0) {
             bad = s_parse_double (v, &tolerance) || tolerance < 0 || tolerance > 10;
+        }
+        else if (strcmp (a, "--split-axis") == 0) {
+            split_axis = strcmp (v, "auto") == 0 ? 0 : strcmp (v, "channels") == 0 ? 1
+                         : strcmp (v, "rows") == 0 ? 2 : -1;
+            bad = split_axis < 0;
         }
         else {
             fprintf (stderr, "zinfer plan: unknown option '%s'\n", a);
@@ -831,43 +849,75 @@ zi_cmd_plan (int argc, char **argv)
     //  than S_SPLIT_GAIN: the model is loaded again, split, and planned
     //  (and calibrated) anew, and the better of the two plans is kept.
     if (k > 1 && split) {
-        n_splits = s_choose_splits (g, &cuts, k, capacity, splits);
-        if (n_splits > 0) {
+        //  Two candidates: channel splits everywhere, and row splits for the
+        //  convolutions that allow them; the one with the lower bottleneck
+        //  (measured with --calibrate) wins.
+        zi_split_t cand[2][S_MAX];
+        int ncand[2];
+        ncand[0] = s_choose_splits (g, &cuts, k, capacity, false, cand[0]);
+        ncand[1] = s_choose_splits (g, &cuts, k, capacity, true, cand[1]);
+        bool differ = ncand[1] != ncand[0];
+        for (int i = 0; !differ && i < ncand[0]; i++) {
+            differ = cand[0][i].axis != cand[1][i].axis || cand[0][i].at != cand[1][i].at;
+        }
+        double before = cuts.bottleneck / cuts.total;
+        int best = -1;
+        zi_graph_t *best_g = NULL;
+        s_cuts_t best_cuts = {0};
+        for (int ci = 0; ci < (differ ? 2 : 1); ci++) {
+            if (ncand[ci] == 0 || (split_axis == 1 && ci == 1) || (split_axis == 2 && ci == 0
+                                                                   && differ)) {
+                continue;
+            }
             zi_graph_t *g2 = zi_onnx_load (model, err, sizeof err);
-            if (!g2 || zi_split_apply_all (g2, splits, (size_t) n_splits, err, sizeof err)) {
+            if (!g2 || zi_split_apply_all (g2, cand[ci], (size_t) ncand[ci], err, sizeof err)) {
                 fprintf (stderr, "zinfer plan: %s\n", err);
                 zi_graph_destroy (&g2);
+                zi_graph_destroy (&best_g);
+                s_cuts_free (&best_cuts);
                 goto done;
             }
             if (s_cuts (g2, probe, calibrate, cal_threads, k, capacity, tolerance, &trial)) {
                 zi_graph_destroy (&g2);
+                zi_graph_destroy (&best_g);
+                s_cuts_free (&best_cuts);
                 goto done;
             }
-            double before = cuts.bottleneck / cuts.total;
             double after = trial.bottleneck / trial.total;
+            bool gain = after < before * (1 - S_SPLIT_GAIN);
+            bool better = gain && (best < 0 || trial.bottleneck < best_cuts.bottleneck);
             if (explain) {
-                for (int i = 0; i < n_splits; i++) {
-                    fprintf (stderr, "zinfer plan: split node %d (%s) at channel %lld\n",
-                             (int) splits[i].node, g->nodes[splits[i].node].name,
-                             (long long) splits[i].at);
+                for (int i = 0; i < ncand[ci]; i++) {
+                    fprintf (stderr, "zinfer plan: split node %d (%s) at %s %lld\n",
+                             (int) cand[ci][i].node, g->nodes[cand[ci][i].node].name,
+                             cand[ci][i].axis == ZI_SPLIT_ROWS ? "row" : "channel",
+                             (long long) cand[ci][i].at);
                 }
                 fprintf (stderr, "zinfer plan: bottleneck share %.1f%% whole layers, %.1f%% "
-                         "with the split%s: %s\n", 100 * before, 100 * after,
-                         n_splits > 1 ? "s" : "",
-                         after < before * (1 - S_SPLIT_GAIN) ? "split" : "not split");
+                         "with the split%s (bottleneck %.4g): %s\n", 100 * before,
+                         100 * after, ncand[ci] > 1 ? "s" : "", trial.bottleneck,
+                         better ? "best so far" : gain ? "not better" : "not split");
             }
-            if (after < before * (1 - S_SPLIT_GAIN)) {
-                zi_graph_t *t = g;
-                g = g2;
-                g2 = t;
-                s_cuts_t c = cuts;
-                cuts = trial;
-                trial = c;
+            if (better) {
+                zi_graph_destroy (&best_g);
+                s_cuts_free (&best_cuts);
+                best_g = g2;
+                best_cuts = trial;
+                memset (&trial, 0, sizeof trial);
+                best = ci;
             }
             else {
-                n_splits = 0;
+                zi_graph_destroy (&g2);
+                s_cuts_free (&trial);
             }
-            zi_graph_destroy (&g2);
+        }
+        if (best >= 0) {
+            zi_graph_destroy (&g);
+            g = best_g;
+            s_cuts_free (&cuts);
+            cuts = best_cuts;
+            n_splits = ncand[best];
+            memcpy (splits, cand[best], (size_t) n_splits * sizeof *splits);
         }
     }
     const zi_node_cost_t *costs = cuts.costs;
