@@ -6,8 +6,9 @@
 #   (c) onnxruntime       npm onnxruntime-node, CPU EP           (bench-engine.sh)
 #   (d) pytorch           Debian python3-torch, one process      (bench-engine.sh)
 #       pytorch-gloo      torch.distributed gloo, 2 ranks        (torch_gloo.py)
-# plus the broker micro-benchmark (build/zi_bench_broker), then one table per
-# model and batch (samples/s, p50, p99, each with its ratio to (a)), one CSV
+# plus the broker micro-benchmark (build/zi_bench_broker) and, for the MLP and
+# Fashion-MNIST, the engine and the 2-segment pipeline at batch 64 measured in
+# alternation (bench-pair.sh: median of 3 pairs), then one table per model and batch (samples/s, p50, p99, each with its ratio to (a)), one CSV
 # and a plot. See tools/bench/README.md.
 #
 # usage: tools/bench/bench-suite.sh [BUILD_DIR] [--models "mlp fashion-mnist resnet18"]
@@ -275,6 +276,20 @@ else
     echo "zinfer-broker,(broker hop),1,,,,,,,,,,,unavailable: ${BROKER_BIN#"$ROOT"/} not built" >> "$TMP/broker.csv"
 fi
 
+# ---- engine and 2-segment pipeline in alternation: bench-pair.sh -------------------------
+# The VM's speed drifts between minutes; the ratio that the issue's 0.9x target
+# is about is also measured as the median of alternating (engine, pipeline) pairs.
+PAIR_MODELS="$(for m in $MODELS; do case "$m" in mlp|fashion-mnist) printf '%s ' "$m" ;; esac; done | xargs)"
+PAIR_ROUNDS=3; [ "$QUICK" = 1 ] && PAIR_ROUNDS=1
+rm -f "$RESULTS/pair.csv"
+if [ -n "$PAIR_MODELS" ] && [ "$QUICK" = 0 ]; then
+    echo "== engine vs 2-segment pipeline at batch 64, alternating ($PAIR_ROUNDS rounds; log: ${OUT#"$ROOT"/}/pair.log)"
+    run_part "$OUT/pair.log" bash "$HERE/bench-pair.sh" "$BUILD" --models "$PAIR_MODELS" \
+        --rounds "$PAIR_ROUNDS" --seconds "$SECONDS_PER" --threads "$THREADS" --csv "$OUT/pair.csv"
+    grep 'median\|unavailable' "$OUT/pair.log" | sed 's/^ */   /'
+    [ -f "$OUT/pair.csv" ] && cp "$OUT/pair.csv" "$RESULTS/pair.csv"
+fi
+
 # ---- one CSV ---------------------------------------------------------------------------
 # runtime,model,batch,segments,threads,concurrency,samples_per_s,p50_ms,p99_ms,
 # sps_vs_engine,p50_vs_engine,p99_vs_engine,other_load_cores,note
@@ -358,6 +373,7 @@ else
     echo "plot: unavailable: python3-matplotlib missing (make bench-deps)"
 fi
 echo "csv: ${SUITE_CSV#"$ROOT"/} (copied to ${RESULTS#"$ROOT"/}/suite.csv)"
+[ -f "$RESULTS/pair.csv" ] && echo "alternating engine / pipeline pairs: ${RESULTS#"$ROOT"/}/pair.csv"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg); took $((SECONDS - START)) s"
 exit 0
 }
