@@ -330,6 +330,7 @@ typedef struct {
     uint32_t entry_attempt;
     int64_t entry_sent; //  ms; 0 = waiting in the inject list
     bool entry_done;    //  every row came back from the stages
+    bool at_part;       //  sent (or queued) to partition, rows not all back
     void *inject_handle;
     s_range_t *ranges; //  rows received on intake
     size_t nranges;
@@ -456,6 +457,7 @@ struct zi_broker {
     uint64_t copied_bytes;
     bool seg0_full;        //  segment 0 had no free credit at the last look
     uint64_t part_tasks;   //  TASKs received on intake, from s_id_base ()
+    uint64_t at_part;      //  requests with at_part set
 };
 
 //  ---------------------------------------------------------------------
@@ -1437,11 +1439,29 @@ s_request_add_tid (s_request_t *req, uint64_t tid)
     req->tids[req->ntids++] = tid;
 }
 
+//  Whether partition holds (or will be sent) some of the request's rows:
+//  while any request does, a new one does not skip partition (it would
+//  overtake them).
+static void
+s_request_at_part (zi_broker_t *self, s_request_t *req, bool on)
+{
+    if (req->at_part != on) {
+        req->at_part = on;
+        if (on) {
+            self->at_part++;
+        }
+        else if (self->at_part > 0) {
+            self->at_part--;
+        }
+    }
+}
+
 //  Every row of the request came back from the stages: it no longer needs
 //  its inputs for a re-injection.
 static void
 s_request_entry_done (zi_broker_t *self, s_request_t *req)
 {
+    s_request_at_part (self, req, false);
     req->entry_done = true;
     s_timer_set (self, req);
     zi_msg_destroy (&req->inputs);
@@ -1473,6 +1493,7 @@ s_request_free (s_request_t **req_p)
 static void
 s_request_forget (zi_broker_t *self, s_request_t *req)
 {
+    s_request_at_part (self, req, false);
     s_map64_delete (&self->requests, req->rid);
     s_timer_remove (self, req);
     if (s_map64_get (&self->clients, s_key_hash (req->key)) == req) {
@@ -1790,11 +1811,22 @@ s_nudge_partition (zi_broker_t *self)
 }
 
 //  Would partition send a request of `rows` rows on as one task, unchanged?
+//  Always when it cannot coalesce it (max_delay_us 0, or the request fills
+//  max_batch by itself); and when it would not hold it: the batcher never
+//  waits while segment 0 could start a task now (zi_batcher.h), so with
+//  free credit at segment 0 and nothing of other requests at partition
+//  (or queued for it: `queued`), a request of at most micro_batch rows goes
+//  straight through as a batch of one.
 static bool
-s_skips_partition (const zi_broker_t *self, uint64_t rows)
+s_skips_partition (const zi_broker_t *self, uint64_t rows, size_t queued)
 {
-    return self->has_part && self->skip_part_max > 0 && rows >= (uint64_t)self->skip_part_min
-           && rows <= (uint64_t)self->skip_part_max;
+    if (!self->has_part || self->skip_part_max <= 0 || rows > (uint64_t)self->skip_part_max) {
+        return false;
+    }
+    if (rows >= (uint64_t)self->skip_part_min) {
+        return true;
+    }
+    return self->at_part == 0 && queued == 0 && s_seg0_free (self) > 0;
 }
 
 //  A TASK from preprocess that partition would pass on unchanged: one
@@ -1805,7 +1837,7 @@ s_task_skips_partition (const zi_broker_t *self, const zi_msg_t *msg)
     size_t n = 0;
     const zi_msg_req_t *reqs = zi_msg_reqs (msg, &n);
     return n == 1 && reqs[0].first == 0 && zi_msg_nmb (msg) == 1 && zi_msg_mb (msg) == 0
-           && s_skips_partition (self, reqs[0].count);
+           && s_skips_partition (self, reqs[0].count, 0);
 }
 
 //  Send a request's inputs to the first stage. Returns 0, or -1 when the
@@ -2038,6 +2070,13 @@ s_handle_preprocessed (zi_broker_t *self)
                 hsize = zframe_size (granted);
             }
         }
+        //  The requests it carries are at partition from now on.
+        uint64_t relayed[16];
+        size_t nrelayed = 0, nreqs = 0;
+        const zi_msg_req_t *reqs = cmd == ZI_CMD_TASK ? zi_msg_reqs (msg, &nreqs) : NULL;
+        for (size_t i = 0; reqs && i < nreqs && nrelayed < 16; i++) {
+            relayed[nrelayed++] = reqs[i].id;
+        }
         self->stage[S_STAGE_PRE].received++;
         rc = zi_msg_send_header (&msg, self->sock[ZI_PLAN_EP_TO_PARTITION], hdata, hsize);
         zframe_destroy (&granted);
@@ -2049,6 +2088,12 @@ s_handle_preprocessed (zi_broker_t *self)
             continue;
         }
         self->stage[S_STAGE_PART].sent++;
+        for (size_t i = 0; i < nrelayed; i++) {
+            s_request_t *req = (s_request_t *)s_map64_get (&self->requests, relayed[i]);
+            if (req && !req->entry_done) {
+                s_request_at_part (self, req, true);
+            }
+        }
     }
 }
 
@@ -2260,10 +2305,13 @@ s_front_request (zi_broker_t *self, zmsg_t **envelope_p, zi_msg_t **msg_p)
     }
     self->req.admitted++;
     s_timer_set (self, req);
-    bool skip = !self->has_pre && s_skips_partition (self, rows);
+    bool skip = !self->has_pre && s_skips_partition (self, rows, zlistx_size (self->inject));
     if ((self->has_pre || self->has_part) && !skip) {
         req->inputs = msg;
         *msg_p = NULL;
+        if (!self->has_pre) {
+            s_request_at_part (self, req, true);
+        }
         req->inject_handle = zlistx_add_end (self->inject, req);
         s_inject_pending (self);
     }

@@ -84,6 +84,7 @@ typedef struct {
     bool curve;     //  CURVE with an allow-list of one key
     bool skip;      //  broker.skip_stages (off by default here: the tests
                     //  watch every message go through the fake stages)
+    int64_t delay_us;   //  partition's max_delay_us (0 here by default)
 } s_opts_t;
 
 //  The names small_mlp's two segments exchange: "input" -> hidden -> "output".
@@ -172,7 +173,8 @@ s_plan_new (const s_opts_t *o)
         st->kind = ZI_PLAN_STAGE_PARTITION;
         zi_plan_add_replica (&st->replicas, &st->n_replicas, "part0", "local", 1);
         st->micro_batch = 4;
-        st->max_batch = 4;
+        st->max_batch = o->delay_us ? 8 : 4;
+        st->max_delay_us = o->delay_us;
         st = ZI_PLAN_PUSH (plan->stages, plan->n_stages);
         st->kind = ZI_PLAN_STAGE_AGGREGATE;
         zi_plan_add_replica (&st->replicas, &st->n_replicas, "agg0", "local", 1);
@@ -981,6 +983,65 @@ Test (broker, stages_with_nothing_to_do_are_skipped)
     cr_assert_eq (s_u (&st, "tasks.skipped_aggregate"), 1);
     cr_assert_eq (s_u (&st, "stages.partition.sent"), 1);
     s_stats_done (&st);
+    s_pipe_destroy (&p);
+}
+
+Test (broker, an_idle_segment_0_lets_small_requests_skip_partition)
+{
+    //  Partition could coalesce requests of fewer than max_batch (8) rows
+    //  for up to max_delay_us, but its batcher never holds one while
+    //  segment 0 could start it now: then the broker sends it straight on.
+    //  Once segment 0 is busy, or partition holds other requests, they go
+    //  to partition to be coalesced.
+    s_pipe_t *p = s_pipe_full (&(s_opts_t){ .skip = true, .no_pre = true, .delay_us = 100000,
+                                            .stage_timeout_ms = 300 }, 1);
+    s_request (p, 50, 3, -1, 0);
+    zi_msg_t *reply = s_expect (p, ZI_CMD_REPLY, 5000);
+    cr_assert_eq (zi_msg_id (reply), 50);
+    zi_msg_destroy (&reply);
+    cr_assert_eq (s_stat (p, "tasks.skipped_partition"), 1);
+    cr_assert_eq (s_stat (p, "stages.partition.sent"), 0);
+    //  Both replicas of segment 0 (credit 1 each) keep their task: the
+    //  first two requests take the credit, the third waits at partition.
+    s_worker_t *a = &p->workers[0], *b = &p->workers[1];
+    a->hold = b->hold = true;
+    s_request (p, 51, 2, -1, 0);
+    s_request (p, 52, 2, -1, 0);
+    PUMP_UNTIL (p, a->nheld + b->nheld == 2, 5000);
+    cr_assert_eq (s_stat (p, "tasks.skipped_partition"), 3);
+    //  53 reaches partition, which loses it (re-sent after the stage
+    //  timeout): while it is there, 54 must not overtake it, even with
+    //  segment 0 free again.
+    p->part_drop = 1;
+    s_request (p, 53, 2, -1, 0);
+    PUMP_UNTIL (p, s_stat (p, "stages.partition.sent") == 1 && p->part_drop == 0, 5000);
+    a->hold = b->hold = false;
+    for (int i = 0; i < a->nheld; i++) {
+        s_worker_answer (p, a, &a->held[i]);
+    }
+    for (int i = 0; i < b->nheld; i++) {
+        s_worker_answer (p, b, &b->held[i]);
+    }
+    a->nheld = b->nheld = 0;
+    PUMP_UNTIL (p, s_stat (p, "requests.completed") == 3, 5000);
+    s_request (p, 54, 2, -1, 0);
+    PUMP_UNTIL (p, s_stat (p, "stages.partition.sent") >= 2, 5000);
+    cr_assert_eq (s_stat (p, "tasks.skipped_partition"), 3, "54 overtook 53 at partition");
+    bool seen[5] = {false};
+    for (int i = 0; i < 4; i++) {
+        reply = s_expect (p, ZI_CMD_REPLY, 5000);     //  53 after its re-send
+        uint64_t id = zi_msg_id (reply);
+        cr_assert (id >= 51 && id <= 54 && !seen[id - 50], "reply %" PRIu64, id);
+        seen[id - 50] = true;
+        zi_msg_destroy (&reply);
+    }
+    //  Idle again, nothing left at partition: the next one skips it.
+    s_request (p, 55, 3, -1, 0);
+    reply = s_expect (p, ZI_CMD_REPLY, 5000);
+    cr_assert_eq (zi_msg_id (reply), 55);
+    zi_msg_destroy (&reply);
+    cr_assert_eq (s_stat (p, "tasks.skipped_partition"), 4);
+    cr_assert_eq (s_stat (p, "stages.partition.sent"), 3, "53 twice and 54");
     s_pipe_destroy (&p);
 }
 
