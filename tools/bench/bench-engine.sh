@@ -207,7 +207,7 @@ zinfer_kernel() {
     local path="$1" core
     core="$(timeout 60 "$ZINFER" bench --model "$path" --batch 1 --threads "$THREADS" \
         --seconds 0.05 --warmup 0 2>&1 | sed -n 's/.*BLAS core \([^ ,;]*\).*/\1/p' | head -n 1)"
-    [ -n "$core" ] && if [ "${ZI_NN_NO_AVX512:-0}" = 0 ] && grep -qw avx512f /proc/cpuinfo; then echo "MatMul/Gemm: own AVX-512 GEMM (lib/zi_gemm.c: weights packed once, bias+act fused); Conv: OpenBLAS $core sgemm"; else echo "OpenBLAS $core sgemm for MatMul/Gemm/Conv (no AVX-512 or ZI_NN_NO_AVX512 set)"; fi > "$TMP/kernel.zinfer-engine"
+    [ -n "$core" ] && if [ "${ZI_NN_NO_AVX512:-0}" = 0 ] && grep -qw avx512f /proc/cpuinfo; then echo "MatMul/Gemm: own AVX-512 GEMM (lib/zi_gemm.c: weights packed once, bias+act fused); Conv: own AVX-512 kernel (lib/zi_conv.c: shifted input rows, bias+act+2x2 pool fused); OpenBLAS $core on the portable paths"; else echo "OpenBLAS $core sgemm for MatMul/Gemm/Conv (no AVX-512 or ZI_NN_NO_AVX512 set)"; fi > "$TMP/kernel.zinfer-engine"
 }
 
 : > "$TMP/rows"
