@@ -1011,8 +1011,6 @@ zi_exec_node_seconds_reset (zi_exec_t *self, int n)
 //  -------------------------------------------------------------------------
 //  Running
 
-//  Allocate a tensor's storage without zeroing it (the kernel writes all of
-//  it); at least one byte so that data != NULL.
 //  Position of value v in the executor's outputs (v is one).
 static int
 s_output_index (const zi_exec_t *self, int v)
@@ -1035,6 +1033,8 @@ zi_exec_set_output_alloc (zi_exec_t *self, zi_exec_out_alloc_fn *fn, void *arg)
     self->out_alloc_arg = arg;
 }
 
+//  Allocate a tensor's storage without zeroing it (the kernel writes all of
+//  it); at least one byte so that data != NULL.
 static void *
 s_alloc_data (size_t nbytes)
 {

@@ -89,6 +89,10 @@ struct zi_worker {
     //  cut tensor straight into one (s_out_alloc), the RESULT refers to it.
     void *out_block[ZI_MSG_MAX_TENSORS];
     zi_shm_ref_t out_ref[ZI_MSG_MAX_TENSORS];
+    //  The blocks the last RESULT refers to: released here if it cannot
+    //  be sent (the broker, which releases them otherwise, never sees it).
+    zi_shm_ref_t sent_ref[ZI_MSG_MAX_TENSORS];
+    int n_sent_ref;
 };
 
 //  The executor asks where output i goes: a cut tensor into a block of
@@ -1086,8 +1090,12 @@ zi_worker_process (zi_worker_t *self, zi_msg_t **task_p)
     }
     //  A RESULT that refers to its blocks hands them to the broker, which
     //  releases them; without one (out of memory) they are ours to free.
+    self->n_sent_ref = 0;
     for (int i = 0; answer && i < self->n_out; i++) {
-        self->out_block[i] = handed[i] ? NULL : self->out_block[i];
+        if (handed[i]) {
+            self->sent_ref[self->n_sent_ref++] = self->out_ref[i];
+            self->out_block[i] = NULL;
+        }
     }
     s_release_blocks (self);
     zi_msg_destroy (&task);
@@ -1157,12 +1165,12 @@ s_drop_socket (zi_worker_t *self)
     }
 }
 
-static void
+static int
 s_send (zi_worker_t *self, zi_msg_t **msg_p)
 {
     if (!*msg_p) {
         zi_log_error ("EXEC-SEND-FAILED", "out of memory building a message");
-        return;
+        return -1;
     }
     zi_cmd_t cmd = zi_msg_cmd (*msg_p);
     uint64_t id = zi_msg_id (*msg_p);
@@ -1173,7 +1181,9 @@ s_send (zi_worker_t *self, zi_msg_t **msg_p)
     if (zi_msg_send (msg_p, self->sock)) {
         zi_log_warn ("EXEC-SEND-FAILED", "%s %" PRIu64 ": %s", zi_cmd_name (cmd), id,
                      zmq_strerror (zmq_errno ()));
+        return -1;
     }
+    return 0;
 }
 
 static void
@@ -1233,7 +1243,13 @@ s_receive (zi_worker_t *self)
     switch (cmd) {
         case ZI_CMD_TASK: {
             zi_msg_t *answer = zi_worker_process (self, &msg);
-            s_send (self, &answer);
+            bool result = answer && zi_msg_cmd (answer) == ZI_CMD_RESULT;
+            if (s_send (self, &answer) && result) {
+                for (int i = 0; i < self->n_sent_ref; i++) {
+                    zi_shm_release (&self->sent_ref[i]);
+                }
+            }
+            self->n_sent_ref = 0;
             break;
         }
         case ZI_CMD_HEARTBEAT:
