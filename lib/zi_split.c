@@ -49,6 +49,14 @@ s_one_of (const zi_node_t *n, const char *const *ops)
     return false;
 }
 
+//  What may follow a split layer into both parts: elementwise ops, and
+//  pools (after a Conv).
+static const char *const s_unary[] = {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Elu", "Selu",
+                                      "HardSigmoid", "HardSwish", "Softplus", "Softsign",
+                                      "Identity", "Clip", NULL};
+static const char *const s_binary[] = {"Add", "Sub", "Mul", "Div", "PRelu", NULL};
+static const char *const s_pools[] = {"MaxPool", "AveragePool", NULL};
+
 static const zi_tensor_t *
 s_init (const zi_graph_t *g, int v)
 {
@@ -96,11 +104,6 @@ s_readers (const zi_graph_t *g, int v)
 static bool
 s_chain_node (const zi_graph_t *g, const s_probe_t *p, int j, int data, s_inputs_t *io)
 {
-    static const char *const unary[] = {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Elu",
-                                        "Selu", "HardSigmoid", "HardSwish", "Softplus",
-                                        "Softsign", "Identity", "Clip", NULL};
-    static const char *const binary[] = {"Add", "Sub", "Mul", "Div", "PRelu", NULL};
-    static const char *const pools[] = {"MaxPool", "AveragePool", NULL};
     const zi_node_t *n = &g->nodes[j];
     if (n->n_in < 1 || n->n_in > 8 || n->n_out < 1 || n->out[0] < 0) {
         return false;
@@ -110,7 +113,7 @@ s_chain_node (const zi_graph_t *g, const s_probe_t *p, int j, int data, s_inputs
             return false;       //  MaxPool's Indices, Dropout's mask: not split
         }
     }
-    bool un = s_one_of (n, unary), bin = s_one_of (n, binary), pool = s_one_of (n, pools);
+    bool un = s_one_of (n, s_unary), bin = s_one_of (n, s_binary), pool = s_one_of (n, s_pools);
     bool bn = s_is (n, "BatchNormalization");
     if (!un && !bin && !pool && !bn) {
         return false;
@@ -672,11 +675,6 @@ s_input_height (const zi_graph_t *g, int node, int64_t *h, char *err, size_t err
 static bool
 s_rows_chain_node (const zi_graph_t *g, int j, int data, int64_t *step)
 {
-    static const char *const unary[] = {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Elu",
-                                        "Selu", "HardSigmoid", "HardSwish", "Softplus",
-                                        "Softsign", "Identity", "Clip", NULL};
-    static const char *const binary[] = {"Add", "Sub", "Mul", "Div", "PRelu", NULL};
-    static const char *const pools[] = {"MaxPool", "AveragePool", NULL};
     const zi_node_t *n = &g->nodes[j];
     if (n->n_in < 1 || n->n_in > 8 || n->n_out < 1 || n->out[0] < 0 || n->in[0] != data) {
         return false;
@@ -686,7 +684,7 @@ s_rows_chain_node (const zi_graph_t *g, int j, int data, int64_t *step)
             return false;
         }
     }
-    bool un = s_one_of (n, unary), bin = s_one_of (n, binary), pool = s_one_of (n, pools);
+    bool un = s_one_of (n, s_unary), bin = s_one_of (n, s_binary), pool = s_one_of (n, s_pools);
     bool bn = s_is (n, "BatchNormalization");
     if (!un && !bin && !pool && !bn) {
         return false;

@@ -393,7 +393,8 @@ Test (security, a_curve_pipeline_with_a_certificate_per_process_answers, .timeou
     cr_assert_eq (s_plan->security.n_allowed_keys, 6);
     cr_assert (zt_file_has (log, "CURVE with an allow-list"), "%s", zt_tail (log, 2000));
     //  The Python client with its certificate (when Debian's python3-zmq,
-    //  -msgpack and -numpy are there).
+    //  -msgpack and -numpy are there). The key goes as --opt=value: a Z85
+    //  key may start with '-', which argparse takes for an option.
     if (system ("/usr/bin/python3 -c 'import zmq, msgpack, numpy' >/dev/null 2>&1")
         == 0) {
         char cmd[2048], pylog[256];
@@ -401,7 +402,7 @@ Test (security, a_curve_pipeline_with_a_certificate_per_process_answers, .timeou
         snprintf (
             cmd, sizeof cmd,
             "/usr/bin/python3 %s/examples/clients/python/infer.py --endpoint '%s' "
-            "--curve-server-key '%s' --curve-secret-file '%s/keys/client.key_secret' "
+            "--curve-server-key='%s' --curve-secret-file '%s/keys/client.key_secret' "
             "--health > %s 2>&1",
             ZI_SOURCE_DIR, s_plan->broker.endpoints[ZI_PLAN_EP_FRONT].connect,
             s_plan->security.server_public_key, zt_dir, pylog);

@@ -66,34 +66,11 @@ CSV="${CSV:-$BUILD/bench/pair.csv}"
 mkdir -p "$(dirname "$CSV")" || exit 2
 PER=$((THREADS / 2)); [ "$PER" -ge 1 ] || PER=1
 
-model_path() {
-    case "$1" in
-        fashion-mnist) echo examples/fashion-mnist/model.onnx ;;
-        mlp|transformer_block|resnet_tiny|small_mlp) echo "tests/models/$1/model.onnx" ;;
-        resnet18) echo "${BUILD#"$ROOT"/}/bench/resnet18.onnx" ;;
-        *) return 1 ;;
-    esac
-}
+. "$HERE/pipeline-lib.sh"   # model_path, session_pids, stop_pipeline
 for m in $MODELS; do model_path "$m" > /dev/null || bad "unknown model '$m'"; done
 
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/zi-bench-pair.XXXXXX")" || exit 2
 UP_PID=""
-session_pids() {
-    cat /proc/[0-9]*/stat 2> /dev/null | awk -v s="$1" '{ pid = $1; sub(/^[0-9]+ \(.*\) /, "")
-        if ($4 == s) print pid }'
-}
-stop_pipeline() {
-    [ -n "$UP_PID" ] || return 0
-    local i p
-    kill -TERM "$UP_PID" 2> /dev/null
-    for i in $(seq 1 100); do
-        [ -z "$(session_pids "$UP_PID")" ] && break
-        sleep 0.1
-    done
-    for p in $(session_pids "$UP_PID"); do kill -KILL "$p" 2> /dev/null; done
-    wait "$UP_PID" 2> /dev/null
-    UP_PID=""
-}
 cleanup() { stop_pipeline; rm -rf "$TMP"; }
 trap cleanup EXIT
 trap 'exit 130' INT

@@ -84,14 +84,7 @@ OUT_DIR="$BUILD/bench"
 CSV="${CSV:-$OUT_DIR/pipeline.csv}"
 mkdir -p "$OUT_DIR" || exit 2
 
-model_path() {
-    case "$1" in
-        fashion-mnist) echo examples/fashion-mnist/model.onnx ;;
-        mlp|transformer_block|resnet_tiny|small_mlp) echo "tests/models/$1/model.onnx" ;;
-        resnet18) echo "${BUILD#"$ROOT"/}/bench/resnet18.onnx" ;;   # tools/bench/make_resnet18.py
-        *) return 1 ;;
-    esac
-}
+. "$HERE/pipeline-lib.sh"   # model_path, session_pids, stop_pipeline
 for m in $MODELS; do
     model_path "$m" > /dev/null || { echo "bench-pipeline: unknown model '$m'" >&2; usage >&2; exit 2; }
 done
@@ -99,25 +92,6 @@ done
 # ---- cleanup: the pipeline runs in its own process group ----------------------
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/zi-bench-pipe.XXXXXX")" || exit 2
 UP_PID=""
-# `zinfer up` is started with setsid: it leads a new session, and every process
-# it starts (each in its own process group) stays in that session.
-session_pids() {
-    cat /proc/[0-9]*/stat 2> /dev/null | awk -v s="$1" '{ pid = $1; sub(/^[0-9]+ \(.*\) /, "")
-        if ($4 == s) print pid }'
-}
-stop_pipeline() {
-    [ -n "$UP_PID" ] || return 0
-    local i p
-    # SIGTERM to zinfer up: it stops the broker first, then the rest.
-    kill -TERM "$UP_PID" 2> /dev/null
-    for i in $(seq 1 100); do
-        [ -z "$(session_pids "$UP_PID")" ] && break
-        sleep 0.1
-    done
-    for p in $(session_pids "$UP_PID"); do kill -KILL "$p" 2> /dev/null; done
-    wait "$UP_PID" 2> /dev/null
-    UP_PID=""
-}
 cleanup() { stop_pipeline; rm -rf "$TMP"; }
 trap cleanup EXIT
 trap 'exit 130' INT

@@ -170,7 +170,8 @@ def main():
     ap.add_argument("--wait-ready", type=float, default=10.0, metavar="S",
                     help="wait up to S seconds for the broker to be ready (10)")
     ap.add_argument("--curve-server-key", metavar="Z85",
-                    help="the broker's public key (plan security.server_public_key)")
+                    help="the broker's public key (plan security.server_public_key); "
+                         "write --curve-server-key=KEY: a Z85 key may start with '-'")
     ap.add_argument("--curve-secret-file", metavar="FILE",
                     help="this client's key pair (a zcert .key_secret file)")
     ap.add_argument("--health", action="store_true", help="print live/ready and exit")
