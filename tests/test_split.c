@@ -13,6 +13,7 @@
 
 #include "zi_exec.h"
 #include "zi_onnx.h"
+#include "zi_ops.h"
 #include "zi_split.h"
 #include "zt_models.h"
 
@@ -306,4 +307,122 @@ Test (split, bad_row_splits_are_refused_with_the_reason)
     cr_assert_neq (zi_split_probe_rows (g, 0, &rows, &step, &chain, err, sizeof err), 0);
     cr_assert (strstr (err, "only Conv"), "%s", err);
     zi_graph_destroy (&g);
+}
+
+//  A graph X[2,3,H,W] -> Conv(k, stride, pads, dilation) -> Relu -> Y, made
+//  here: the corner cases of a row split the repo's models do not reach (a
+//  kernel reaching past the padding, part B needing top padding, part A
+//  bottom padding, strides and dilations that skip rows).
+static zi_graph_t *
+s_conv_graph (int64_t h, int64_t kh, int64_t sh, int64_t dh, int64_t pt, int64_t pb)
+{
+    zi_graph_t *g = zi_graph_new ();
+    cr_assert_not_null (g);
+    g->opset = 13;
+    int x = zi_graph_add_value (g, "x"), w = zi_graph_add_value (g, "w");
+    int b = zi_graph_add_value (g, "b"), c = zi_graph_add_value (g, "c");
+    int y = zi_graph_add_value (g, "y");
+    g->values[x].dtype = ZI_DT_F32;
+    g->values[x].is_input = true;
+    g->values[x].rank = 4;
+    int64_t xs[4] = {2, 3, h, 9};
+    memcpy (g->values[x].shape, xs, sizeof xs);
+    g->values[w].init = zi_tensor_new (ZI_DT_F32, 4, (int64_t[]){4, 3, kh, 3});
+    g->values[b].init = zi_tensor_new (ZI_DT_F32, 1, (int64_t[]){4});
+    float *wf = (float *) g->values[w].init->data;
+    for (int64_t i = 0; i < zi_tensor_count (g->values[w].init); i++) {
+        wf[i] = (float) ((i * 37) % 19) / 19.0f - 0.45f;
+    }
+    for (int i = 0; i < 4; i++) {
+        ((float *) g->values[b].init->data)[i] = 0.1f * (float) i - 0.15f;
+    }
+    int cin[3] = {x, w, b};
+    int n = zi_graph_add_node (g, "Conv", "", "conv", 3, cin, 1, &c);
+    zi_attr_t a = {0};
+    a.name = strdup ("pads");
+    a.type = ZI_ATTR_INTS;
+    a.n = 4;
+    a.ints = (int64_t *) malloc (4 * sizeof (int64_t));
+    a.ints[0] = pt, a.ints[1] = 1, a.ints[2] = pb, a.ints[3] = 1;
+    cr_assert_eq (zi_graph_node_add_attr (g, n, &a), 0);
+    zi_attr_t s = {0};
+    s.name = strdup ("strides");
+    s.type = ZI_ATTR_INTS;
+    s.n = 2;
+    s.ints = (int64_t *) malloc (2 * sizeof (int64_t));
+    s.ints[0] = sh, s.ints[1] = 1;
+    cr_assert_eq (zi_graph_node_add_attr (g, n, &s), 0);
+    zi_attr_t d = {0};
+    d.name = strdup ("dilations");
+    d.type = ZI_ATTR_INTS;
+    d.n = 2;
+    d.ints = (int64_t *) malloc (2 * sizeof (int64_t));
+    d.ints[0] = dh, d.ints[1] = 1;
+    cr_assert_eq (zi_graph_node_add_attr (g, n, &d), 0);
+    g->nodes[n].op = zi_op_find ("Conv", "");
+    int r = zi_graph_add_node (g, "Relu", "", "relu", 1, &c, 1, &y);
+    g->nodes[r].op = zi_op_find ("Relu", "");
+    g->inputs = (int *) malloc (sizeof (int));
+    g->inputs[0] = x;
+    g->n_inputs = 1;
+    g->outputs = (int *) malloc (sizeof (int));
+    g->outputs[0] = y;
+    g->n_outputs = 1;
+    g->values[y].is_output = true;
+    char err[512];
+    cr_assert_eq (zi_graph_sort (g, err, sizeof err), 0, "%s", err);
+    return g;
+}
+
+Test (split, row_splits_of_awkward_convolutions_are_bit_identical)
+{
+    //  h, kernel, stride, dilation, pad top, pad bottom
+    static const int64_t cases[][6] = {
+        {12, 5, 1, 1, 2, 2},   //  part B starts inside the top padding at row 1
+        {12, 7, 2, 1, 3, 3},   //  a ResNet stem: stride 2, pad 3
+        {13, 3, 2, 1, 1, 0},   //  odd height, no bottom pad
+        {11, 3, 1, 2, 2, 2},   //  dilation 2
+        {10, 5, 3, 1, 4, 4},   //  pads bigger than the stride; part A padded at the bottom
+        {9, 1, 1, 1, 0, 0},    //  1 x k kernel: no halo
+    };
+    int tried = 0;
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        const int64_t *c = cases[k];
+        zi_graph_t *g = s_conv_graph (c[0], c[1], c[2], c[3], c[4], c[5]);
+        int64_t rows, step;
+        int chain;
+        char err[512];
+        cr_assert_eq (zi_split_probe_rows (g, 0, &rows, &step, &chain, err, sizeof err), 0,
+                      "case %zu: %s", k, err);
+        int64_t span = c[0] + c[4] + c[5] - c[3] * (c[1] - 1) - 1;
+        cr_assert_eq (rows, span / c[2] + 1, "case %zu: %lld output rows", k, (long long) rows);
+        cr_assert_eq (chain, 1);
+        zi_tensor_t *x = zi_tensor_new (ZI_DT_F32, 4, (int64_t[]){2, 3, c[0], 9});
+        float *xf = (float *) x->data;
+        for (int64_t i = 0; i < zi_tensor_count (x); i++) {
+            xf[i] = (float) ((i * 7919) % 1000) / 500.0f - 1.0f;
+        }
+        zi_tensor_t *plain = s_output (g, x, NULL, 0);
+        for (int64_t at = 1; at < rows; at++) {
+            zi_graph_t *s = s_conv_graph (c[0], c[1], c[2], c[3], c[4], c[5]);
+            cr_assert_eq (zi_split_apply_rows (s, 0, at, err, sizeof err), 0,
+                          "case %zu at row %lld: %s", k, (long long) at, err);
+            zi_tensor_t *whole = s_output (s, x, NULL, 0);
+            cr_assert (zi_tensor_same_shape (whole, plain), "case %zu at row %lld: shape", k,
+                       (long long) at);
+            cr_assert_eq (memcmp (whole->data, plain->data, plain->nbytes), 0,
+                          "case %zu (h %lld, kernel %lld, stride %lld, dilation %lld, pads "
+                          "%lld/%lld) at row %lld: differs from the unsplit conv", k,
+                          (long long) c[0], (long long) c[1], (long long) c[2],
+                          (long long) c[3], (long long) c[4], (long long) c[5],
+                          (long long) at);
+            zi_tensor_destroy (&whole);
+            zi_graph_destroy (&s);
+            tried++;
+        }
+        zi_tensor_destroy (&plain);
+        zi_tensor_destroy (&x);
+        zi_graph_destroy (&g);
+    }
+    cr_assert_geq (tried, 30);
 }
