@@ -6,10 +6,12 @@
     orphan when it is itself SIGKILLed.
     // ctest-timeout: 120
 */
+#define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -344,7 +346,17 @@ s_write (const char *path, const char *text, mode_t mode)
 //  and agg0; and fake zinfer-* programs in s_tmp/bin that record
 //  "ARGS|CWD" in s_tmp/started.NAME.PID and sleep.
 static void
+s_fake_pipeline_threads (char *plan_path, size_t len, int e1_threads);
+
+static void
 s_fake_pipeline (char *plan_path, size_t len)
+{
+    s_fake_pipeline_threads (plan_path, len, 1);
+}
+
+//  As s_fake_pipeline, exec e1 with e1_threads kernel threads.
+static void
+s_fake_pipeline_threads (char *plan_path, size_t len, int e1_threads)
 {
     char path[512], text[8192];
     snprintf (path, sizeof path, "%s/bin", s_tmp);
@@ -387,7 +399,8 @@ s_fake_pipeline (char *plan_path, size_t len)
         " \"segments\": [{\"index\": 0, \"first_node\": 0, \"last_node\": 1,\n"
         "   \"inputs\": [\"x\"], \"outputs\": [\"y\"],\n"
         "   \"replicas\": [{\"name\": \"e0\", \"host\": \"local\"},\n"
-        "                {\"name\": \"e1\", \"host\": \"local\", \"capacity\": 2},\n"
+        "                {\"name\": \"e1\", \"host\": \"local\", \"capacity\": 2, "
+        "\"threads\": %d},\n"
         "                {\"name\": \"e2\", \"host\": \"other\"}]}],\n"
         " \"stages\": [\n"
         "   {\"kind\": \"custom\", \"replaces\": \"preprocess\",\n"
@@ -399,7 +412,7 @@ s_fake_pipeline (char *plan_path, size_t len)
         "   {\"kind\": \"aggregate\", \"replicas\": [{\"name\": \"agg0\", \"host\": "
         "\"local\"}]}]}\n",
         s_tmp, s_tmp, s_tmp, s_tmp, s_tmp, s_tmp, s_tmp, s_tmp, s_tmp, s_tmp, s_tmp,
-        s_tmp, s_tmp, s_tmp, s_tmp, s_tmp);
+        s_tmp, s_tmp, s_tmp, s_tmp, s_tmp, e1_threads);
     snprintf (plan_path, len, "%s/plan.json", s_tmp);
     s_write (plan_path, text, 0644);
 }
@@ -542,6 +555,53 @@ Test (up, starts_the_hosts_share_restarts_and_stops_on_sigterm)
         cr_assert (!s_alive (all[i]), "pid %d survived", (int)all[i]);
     }
     cr_assert (strstr (s_slurp (path), "UP-STOPPED"), "%s", s_slurp (path));
+}
+
+Test (up, says_when_exec_threads_outnumber_the_cores)
+{
+    //  e0 (1 thread) and e1 on this host; e2 is on another host and does
+    //  not count. First as many threads as cores, then one more.
+    cpu_set_t set;
+    CPU_ZERO (&set);
+    cr_assert_eq (sched_getaffinity (0, sizeof set, &set), 0);
+    int cores = CPU_COUNT (&set);
+    char plan[512], bin[512], log[512];
+    for (int extra = 0; extra <= 1; extra++) {
+        if (extra) {
+            s_teardown ();      //  a fresh directory for the second run
+            s_setup ();
+        }
+        snprintf (bin, sizeof bin, "%s/bin", s_tmp);
+        snprintf (log, sizeof log, "%s/up.log", s_tmp);
+        int e1 = cores - 1 + extra;
+        s_fake_pipeline_threads (plan, sizeof plan, e1 > 0 ? e1 : 1);
+        const char *args[] = { "up", plan, "--host", "local", "--bin", bin, NULL };
+        s_up_pid = s_spawn_zinfer (args);
+        for (size_t i = 0; i < 6; i++) {
+            s_wait_started (s_names[i], 1);
+        }
+        int64_t end = s_now_ms () + 5000;
+        while (!strstr (s_slurp (log), "UP-RUNNING") && s_now_ms () < end) {
+            usleep (20000);
+        }
+        const char *text = s_slurp (log);
+        char want[128];
+        int threads = 1 + (e1 > 0 ? e1 : 1);
+        snprintf (want, sizeof want, "runs %d exec threads (2 replicas) on %d cores", threads,
+                  cores);
+        if (threads > cores) {
+            cr_assert (strstr (text, "UP-OVERSUBSCRIBED") && strstr (text, want), "%s", text);
+        }
+        else {
+            cr_assert_null (strstr (text, "UP-OVERSUBSCRIBED"), "%s", text);
+            snprintf (want, sizeof want, "%d exec threads (2 replicas) on %d cores", threads,
+                      cores);
+            cr_assert (strstr (text, want), "%s", text);
+        }
+        kill (s_up_pid, SIGTERM);
+        cr_assert_neq (s_wait_exit (s_up_pid, 10000), -1, "zinfer up did not stop");
+        s_up_pid = 0;
+    }
 }
 
 Test (up, leaves_no_orphans_when_killed)

@@ -18,10 +18,15 @@
         UP-NOT-READY    the broker is not ready after 30 s (still waiting)
         UP-NO-HEALTH    the broker's health cannot be watched
         UP-IPC-DIR      a missing directory of an ipc endpoint was created
+        UP-CORES        this host's exec threads and cores; UP-OVERSUBSCRIBED
+                        when the threads outnumber the cores
         UP-STOPPING, UP-EXITED, UP-KILLED, UP-STOPPED   the shutdown: each
                         child's exit, SIGKILL after the grace time, done
 */
+#define _GNU_SOURCE
 #include <errno.h>
+#include <sched.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -125,6 +130,51 @@ s_make_ipc_dirs (const zi_plan_t *plan)
     return 0;
 }
 
+//  The cores this process may run on (its affinity, which a container or
+//  taskset narrows), or the online CPUs.
+static int
+s_cores (void)
+{
+    cpu_set_t set;
+    CPU_ZERO (&set);
+    if (sched_getaffinity (0, sizeof set, &set) == 0 && CPU_COUNT (&set) > 0) {
+        return CPU_COUNT (&set);
+    }
+    long n = sysconf (_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int) n : 1;
+}
+
+//  More exec threads on this host than it has cores and the workers
+//  preempt each other, and the broker and stages preempt them, on every
+//  task: each runs slower than it would alone. Said once, at start.
+static void
+s_check_cores (const zi_plan_t *plan, const char *host)
+{
+    int64_t threads = 0, replicas = 0;
+    for (size_t s = 0; s < plan->n_segments; s++) {
+        for (size_t r = 0; r < plan->segments[s].n_replicas; r++) {
+            const zi_plan_replica_t *rep = &plan->segments[s].replicas[r];
+            if (rep->host && strcmp (rep->host, host) == 0) {
+                threads += rep->threads > 0 ? rep->threads : 1;
+                replicas++;
+            }
+        }
+    }
+    int cores = s_cores ();
+    if (threads > cores) {
+        zi_log_warn ("UP-OVERSUBSCRIBED",
+                     "host %s runs %" PRId64 " exec threads (%" PRId64 " replicas) on %d "
+                     "cores: the workers will take turns on them and each run slower; give "
+                     "this host fewer replicas or threads (zinfer plan --replica "
+                     "SEG@HOST:R:CREDIT:THREADS)",
+                     host, threads, replicas, cores);
+    }
+    else if (replicas > 0) {
+        zi_log_info ("UP-CORES", "host %s: %" PRId64 " exec threads (%" PRId64 " replicas) on "
+                     "%d cores", host, threads, replicas, cores);
+    }
+}
+
 int
 zi_cmd_up (int argc, char **argv)
 {
@@ -220,6 +270,7 @@ zi_cmd_up (int argc, char **argv)
     if (strcmp (plan->broker.host, host) == 0 && s_make_ipc_dirs (plan)) {
         goto done;
     }
+    s_check_cores (plan, host);
     //  CZMQ installs its own SIGINT/SIGTERM handler when it first starts;
     //  start it now so that ours, installed after, is the one in force.
     zsys_init ();
