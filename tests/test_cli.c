@@ -2,8 +2,10 @@
     eval, with good and bad arguments. Runs the real binary.
     // ctest-timeout: 180
 */
+#define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <math.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,6 +79,28 @@ Test (cli, plan_writes_a_valid_balanced_plan)
     cr_assert_eq (zi_plan_path (plan, plan->model.path, model, sizeof model), 0);
     cr_assert_eq (access (model, R_OK), 0, "%s", model);
     zi_plan_destroy (&plan);
+}
+
+Test (cli, an_ipc_plan_with_more_exec_threads_than_cores_says_so)
+{
+    //  --ipc: the plan runs on this host. cores exec threads: silent;
+    //  one more: a note (zinfer up warns again when it starts them).
+    cpu_set_t set;
+    CPU_ZERO (&set);
+    cr_assert_eq (sched_getaffinity (0, sizeof set, &set), 0);
+    int cores = CPU_COUNT (&set);
+    char out[8192], path[512];
+    snprintf (path, sizeof path, "%s/plan.json", s_tmp);
+    for (int threads = cores; threads <= cores + 1; threads++) {
+        int rc = s_run (out, sizeof out,
+                        "%s/zinfer plan tests/models/mlp/model.onnx -o %s --ipc %s "
+                        "--replica 0@local:1:2:%d", ZI_BINARY_DIR, path, s_tmp, threads);
+        cr_assert_eq (rc, 0, "%s", out);
+        char want[128];
+        snprintf (want, sizeof want, "%d exec threads on this host's %d cores", threads, cores);
+        cr_assert_eq (strstr (out, want) != NULL, threads > cores, "%d threads:\n%s", threads,
+                      out);
+    }
 }
 
 Test (cli, two_segment_plan_splits_the_layer_whole_cuts_cannot_balance)

@@ -1149,6 +1149,23 @@ zi_cmd_plan (int argc, char **argv)
         }
         fprintf (stderr, "zinfer plan: wrote %s (%d segments)\n", out_path, k);
     }
+    //  An ipc plan runs on this host: say so when its exec threads
+    //  outnumber the cores (zinfer up says it again on start).
+    if (ipc_dir) {
+        int64_t threads = 0;
+        for (size_t s = 0; s < plan->n_segments; s++) {
+            for (size_t r = 0; r < plan->segments[s].n_replicas; r++) {
+                int64_t t = plan->segments[s].replicas[r].threads;
+                threads += t > 0 ? t : 1;
+            }
+        }
+        int cores = zi_cli_cores ();
+        if (threads > cores) {
+            fprintf (stderr, "zinfer plan: note: %lld exec threads on this host's %d cores: "
+                     "oversubscribed, each worker will run slower than alone\n",
+                     (long long) threads, cores);
+        }
+    }
     status = 0;
 done:
     if (probe) {

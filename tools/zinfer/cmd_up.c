@@ -130,10 +130,8 @@ s_make_ipc_dirs (const zi_plan_t *plan)
     return 0;
 }
 
-//  The cores this process may run on (its affinity, which a container or
-//  taskset narrows), or the online CPUs.
-static int
-s_cores (void)
+int
+zi_cli_cores (void)
 {
     cpu_set_t set;
     CPU_ZERO (&set);
@@ -160,7 +158,7 @@ s_check_cores (const zi_plan_t *plan, const char *host)
             }
         }
     }
-    int cores = s_cores ();
+    int cores = zi_cli_cores ();
     if (threads > cores) {
         zi_log_warn ("UP-OVERSUBSCRIBED",
                      "host %s runs %" PRId64 " exec threads (%" PRId64 " replicas) on %d "

@@ -36,6 +36,10 @@ int zi_cmd_keys (int argc, char **argv);
 //  Monotonic seconds.
 double zi_cli_now (void);
 
+//  The cores this process may run on (its CPU affinity, which a container
+//  or taskset narrows; else the online CPUs). In cmd_up.c.
+int zi_cli_cores (void);
+
 //  Parse a decimal integer in [lo, hi]; 0 or -1.
 int zi_cli_parse_long (const char *text, long lo, long hi, long *out);
 
