@@ -309,6 +309,20 @@ Test (split, bad_row_splits_are_refused_with_the_reason)
     zi_graph_destroy (&g);
 }
 
+//  An INTS attribute on node n.
+static void
+s_set_ints (zi_graph_t *g, int n, const char *name, const int64_t *v, int count)
+{
+    zi_attr_t a = {0};
+    a.name = strdup (name);
+    a.type = ZI_ATTR_INTS;
+    a.n = count;
+    a.ints = (int64_t *) malloc ((size_t) count * sizeof (int64_t));
+    cr_assert (a.name && a.ints);
+    memcpy (a.ints, v, (size_t) count * sizeof (int64_t));
+    cr_assert_eq (zi_graph_node_add_attr (g, n, &a), 0);
+}
+
 //  A graph X[2,3,H,W] -> Conv(k, stride, pads, dilation) -> Relu -> Y, made
 //  here: the corner cases of a row split the repo's models do not reach (a
 //  kernel reaching past the padding, part B needing top padding, part A
@@ -338,27 +352,9 @@ s_conv_graph (int64_t h, int64_t kh, int64_t sh, int64_t dh, int64_t pt, int64_t
     }
     int cin[3] = {x, w, b};
     int n = zi_graph_add_node (g, "Conv", "", "conv", 3, cin, 1, &c);
-    zi_attr_t a = {0};
-    a.name = strdup ("pads");
-    a.type = ZI_ATTR_INTS;
-    a.n = 4;
-    a.ints = (int64_t *) malloc (4 * sizeof (int64_t));
-    a.ints[0] = pt, a.ints[1] = 1, a.ints[2] = pb, a.ints[3] = 1;
-    cr_assert_eq (zi_graph_node_add_attr (g, n, &a), 0);
-    zi_attr_t s = {0};
-    s.name = strdup ("strides");
-    s.type = ZI_ATTR_INTS;
-    s.n = 2;
-    s.ints = (int64_t *) malloc (2 * sizeof (int64_t));
-    s.ints[0] = sh, s.ints[1] = 1;
-    cr_assert_eq (zi_graph_node_add_attr (g, n, &s), 0);
-    zi_attr_t d = {0};
-    d.name = strdup ("dilations");
-    d.type = ZI_ATTR_INTS;
-    d.n = 2;
-    d.ints = (int64_t *) malloc (2 * sizeof (int64_t));
-    d.ints[0] = dh, d.ints[1] = 1;
-    cr_assert_eq (zi_graph_node_add_attr (g, n, &d), 0);
+    s_set_ints (g, n, "pads", (int64_t[]){pt, 1, pb, 1}, 4);
+    s_set_ints (g, n, "strides", (int64_t[]){sh, 1}, 2);
+    s_set_ints (g, n, "dilations", (int64_t[]){dh, 1}, 2);
     g->nodes[n].op = zi_op_find ("Conv", "");
     int r = zi_graph_add_node (g, "Relu", "", "relu", 1, &c, 1, &y);
     g->nodes[r].op = zi_op_find ("Relu", "");

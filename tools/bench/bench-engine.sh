@@ -75,14 +75,7 @@ mkdir -p "$OUT_DIR" || exit 2
 TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
 
-model_path() {
-    case "$1" in
-        fashion-mnist) echo examples/fashion-mnist/model.onnx ;;
-        mlp|transformer_block|resnet_tiny|small_mlp) echo "tests/models/$1/model.onnx" ;;
-        resnet18) echo "${BUILD#"$ROOT"/}/bench/resnet18.onnx" ;;   # tools/bench/make_resnet18.py
-        *) return 1 ;;
-    esac
-}
+. "$HERE/bench-lib.sh"   # model_path
 for m in $MODELS; do
     model_path "$m" > /dev/null || { echo "bench-engine: unknown model '$m'" >&2; usage >&2; exit 2; }
 done

@@ -66,7 +66,7 @@ CSV="${CSV:-$BUILD/bench/pair.csv}"
 mkdir -p "$(dirname "$CSV")" || exit 2
 PER=$((THREADS / 2)); [ "$PER" -ge 1 ] || PER=1
 
-. "$HERE/pipeline-lib.sh"   # model_path, session_pids, stop_pipeline
+. "$HERE/bench-lib.sh"   # model_path, session_pids, stop_pipeline
 for m in $MODELS; do model_path "$m" > /dev/null || bad "unknown model '$m'"; done
 
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/zi-bench-pair.XXXXXX")" || exit 2

@@ -84,7 +84,7 @@ OUT_DIR="$BUILD/bench"
 CSV="${CSV:-$OUT_DIR/pipeline.csv}"
 mkdir -p "$OUT_DIR" || exit 2
 
-. "$HERE/pipeline-lib.sh"   # model_path, session_pids, stop_pipeline
+. "$HERE/bench-lib.sh"   # model_path, session_pids, stop_pipeline
 for m in $MODELS; do
     model_path "$m" > /dev/null || { echo "bench-pipeline: unknown model '$m'" >&2; usage >&2; exit 2; }
 done

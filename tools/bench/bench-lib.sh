@@ -1,4 +1,4 @@
-# pipeline-lib.sh - sourced by bench-pipeline.sh and bench-pair.sh: where the
+# bench-lib.sh - sourced by bench-engine.sh, bench-pipeline.sh and bench-pair.sh: where the
 # bench models are, and how to stop a pipeline that `zinfer up` runs.
 # Needs ROOT and BUILD (absolute) set by the caller; UP_PID is the pid of a
 # `zinfer up` started with setsid (or empty).
