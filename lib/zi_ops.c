@@ -76,6 +76,15 @@ zi_op_check_node (const zi_node_t *node, char *err, size_t errlen)
                         node->name, node->op_type, node->n_out,
                         op->min_outputs, op->max_outputs);
     }
+    //  "" names an omitted output: only optional ones may be (the kernels
+    //  write the required ones without looking).
+    for (int i = 0; i < op->min_outputs; i++) {
+        if (node->out[i] < 0) {
+            return zi_fail (err, errlen, ZI_ERR_MALFORMED,
+                            "node '%s' (%s): required output %d is empty",
+                            node->name, node->op_type, i);
+        }
+    }
     if (op->check) {
         return op->check (node, err, errlen);
     }

@@ -834,6 +834,13 @@ Test (onnx, malformed_graphs_are_errors)
     s_attr (b->nodes[0], "__opset", 2);
     cr_assert_eq (s_load (b, NULL, &g, err, sizeof err), ZI_ERR_MALFORMED);
     cr_assert (strstr (err, "reserved"), "%s", err);
+    //  a required output left empty (""), on a node constant folding would
+    //  run at load time (found by fuzz_onnx: the copy kernel wrote to it)
+    b = s_relu_model ();
+    s_init (b, s_tensor ("w", 1, 0, NULL, "\0\0\0\0", 4));
+    s_node (b, "Identity", "blank", "w", "unnamed")->output[0] = s_str ("");
+    cr_assert_eq (s_load (b, NULL, &g, err, sizeof err), ZI_ERR_MALFORMED);
+    cr_assert (strstr (err, "node 'blank' (Identity): required output 0 is empty"), "%s", err);
     cr_assert_null (g);
 }
 
