@@ -393,6 +393,7 @@ struct zi_broker {
     //  Cut tensors travel as shared-memory references on `work` (zi_shm.h);
     //  the broker's own arena holds requests' inputs for segment 0.
     bool shm;
+    bool client_shm;    //  a client's REQUEST may name blocks of its arena (read-only)
     int64_t shm_swept;
     zi_shm_arena_t *arena;
     const zi_plan_tensor_t **expect; //  REQUEST tensors, NULL = any
@@ -2361,7 +2362,11 @@ s_handle_front (zi_broker_t *self)
         zmsg_t *envelope = NULL;
         zi_msg_t *msg = NULL;
         char err[ZI_MSG_MAX_REASON];
+        if (self->client_shm) {
+            zi_shm_accept_begin (false);    //  the client's blocks: read, never released
+        }
         int rc = zi_msg_recv_from (sock, &envelope, &msg, err, sizeof err);
+        zi_shm_accept_end ();
         if (rc == ZI_ERR_IO && !envelope) {
             break;
         }
@@ -3939,6 +3944,8 @@ zi_broker_new (const zi_plan_t *plan, char *err, size_t errlen)
     self->skip_agg = b->skip_stages && agg && agg->kind == ZI_PLAN_STAGE_AGGREGATE;
     const char *work = b->endpoints[ZI_PLAN_EP_WORK].bind;
     self->shm = b->shm_bytes > 0 && work && strncmp (work, "ipc://", 6) == 0;
+    //  zi_plan_check refuses client_shm without an ipc front.
+    self->client_shm = b->client_shm;
     if (self->shm) {
         zi_shm_sweep ();
         self->shm_swept = s_now_ms ();

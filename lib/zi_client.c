@@ -9,6 +9,10 @@
 #include <unistd.h>
 
 #include "zi_security.h"
+#include "zi_shm.h"
+
+//  The arena zi_client_new_plan makes for a plan with broker.client_shm.
+#define S_SHM_BYTES (64 << 20)
 
 //  Answers to requests already answered are dropped (not stashed) when
 //  their id is among the last S_DONE completed ones.
@@ -22,6 +26,16 @@ struct zi_client {
     uint64_t done[S_DONE];  //  ring of ids answered by infer / infer_retry
     size_t ndone, done_next;
     zi_client_counts_t counts;
+    //  Request inputs in shared memory (opts.shm_bytes, broker.client_shm):
+    //  each block belongs to the request message it was added to until
+    //  that is sent, then to its id until the id is answered.
+    zi_shm_arena_t *arena;
+    struct s_block {
+        const zi_msg_t *msg;    //  not sent yet, or NULL
+        uint64_t id;            //  sent under this id
+        zi_shm_ref_t ref;
+    } *blocks;
+    size_t nblocks, capblocks;
 };
 
 //  Random bytes from the kernel, or (never expected) from the clock.
@@ -114,6 +128,21 @@ s_client_new (const char *endpoint, const zi_client_opts_t *opts, const zi_plan_
         zi_fail (err, errlen, ZI_ERR_INVALID, "cannot connect to '%s'", endpoint);
         return NULL;
     }
+    int64_t shm = opts ? opts->shm_bytes
+                       : plan && plan->broker.client_shm ? S_SHM_BYTES : 0;
+    if (shm > 0) {
+        if (strncmp (endpoint, "ipc://", 6) != 0) {
+            zi_client_destroy (&self);
+            zi_fail (err, errlen, ZI_ERR_INVALID, "shm_bytes: shared memory needs an ipc:// "
+                     "endpoint (the broker's host), not '%s'", endpoint);
+            return NULL;
+        }
+        self->arena = zi_shm_arena_new ((size_t) shm, err, errlen);
+        if (!self->arena) {
+            zi_client_destroy (&self);
+            return NULL;
+        }
+    }
     //  Ids start at a random point so that a restarted client does not reuse
     //  the ids of its previous life within the broker's memory of them.
     uint64_t r = 0;
@@ -161,6 +190,8 @@ zi_client_destroy (zi_client_t **self_p)
         zlist_destroy (&self->stash);
     }
     zsock_destroy (&self->sock);
+    zi_shm_arena_destroy (&self->arena);
+    free (self->blocks);
     free (self);
     *self_p = NULL;
 }
@@ -169,6 +200,82 @@ zsock_t *
 zi_client_sock (zi_client_t *self)
 {
     return self->sock;
+}
+
+//  Free the blocks of requests answered under `id`.
+static void
+s_blocks_free (zi_client_t *self, uint64_t id)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < self->nblocks; i++) {
+        struct s_block *b = &self->blocks[i];
+        if (!b->msg && b->id == id) {
+            zi_shm_free (self->arena, &b->ref);
+        }
+        else {
+            self->blocks[kept++] = *b;
+        }
+    }
+    self->nblocks = kept;
+}
+
+//  Forget the blocks of a request that was never sent.
+static void
+s_blocks_drop (zi_client_t *self, const zi_msg_t *msg)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < self->nblocks; i++) {
+        struct s_block *b = &self->blocks[i];
+        if (b->msg == msg) {
+            zi_shm_free (self->arena, &b->ref);
+        }
+        else {
+            self->blocks[kept++] = *b;
+        }
+    }
+    self->nblocks = kept;
+}
+
+int
+zi_client_add_input (zi_client_t *self, zi_msg_t *request, const char *name,
+                     const zi_tensor_t *t)
+{
+    if (!self || !request || !name || !t) {
+        return ZI_ERR_INVALID;
+    }
+    zi_shm_ref_t ref;
+    void *block = NULL;
+    if (self->arena && zi_tensor_is_contiguous (t)) {
+        if (self->nblocks == self->capblocks) {
+            size_t cap = self->capblocks ? self->capblocks * 2 : 16;
+            struct s_block *grown
+                = (struct s_block *) realloc (self->blocks, cap * sizeof *grown);
+            if (!grown) {
+                return ZI_ERR_NOMEM;
+            }
+            self->blocks = grown;
+            self->capblocks = cap;
+        }
+        block = zi_shm_alloc (self->arena, t->nbytes, &ref);
+    }
+    if (!block) {
+        //  Small (under 16 KiB), not contiguous, or the arena is full.
+        return zi_msg_add_tensor_copy (request, name, t);
+    }
+    memcpy (block, t->data, t->nbytes);
+    int rc = zi_msg_add_tensor_shm (request, name, t->dtype, t->rank, t->ne, block, &ref, false);
+    if (rc) {
+        zi_shm_free (self->arena, &ref);
+        return rc;
+    }
+    self->blocks[self->nblocks++] = (struct s_block){request, 0, ref};
+    return ZI_OK;
+}
+
+size_t
+zi_client_shm_blocks (const zi_client_t *self)
+{
+    return self->nblocks;
 }
 
 int
@@ -181,7 +288,22 @@ zi_client_send (zi_client_t *self, zi_msg_t **request_p, uint64_t *id)
         zi_msg_set_id (*request_p, self->next_id++);
     }
     uint64_t sent = zi_msg_id (*request_p);
+    if (self->arena) {
+        zi_msg_set_shm_out (*request_p, true);
+    }
+    zi_msg_t *msg = *request_p;
     int rc = zi_msg_send (request_p, self->sock);
+    if (rc == 0 && self->arena) {
+        //  Blocks of this message (zi_client_add_input) now wait for the
+        //  answer to its id; tensors it shares with another message
+        //  (zi_msg_add_tensor_ref) stay that message's.
+        for (size_t i = 0; i < self->nblocks; i++) {
+            if (self->blocks[i].msg == msg) {
+                self->blocks[i].msg = NULL;
+                self->blocks[i].id = sent;
+            }
+        }
+    }
     if (rc == 0 && id) {
         *id = sent;
     }
@@ -225,7 +347,13 @@ s_recv_socket (zi_client_t *self, int timeout_ms, zi_msg_t **reply_p, char *err,
     if (rc == 0) {
         return zi_fail (err, errlen, ZI_ERR_TIMEOUT, "no answer within %d ms", timeout_ms);
     }
-    return zi_msg_recv (self->sock, reply_p, err, errlen);
+    rc = zi_msg_recv (self->sock, reply_p, err, errlen);
+    if (rc == 0 && self->nblocks && zi_msg_has (*reply_p, "id")
+        && (zi_msg_cmd (*reply_p) == ZI_CMD_REPLY || zi_msg_cmd (*reply_p) == ZI_CMD_ERROR)) {
+        //  Answered: nothing reads the request's inputs any more.
+        s_blocks_free (self, zi_msg_id (*reply_p));
+    }
+    return rc;
 }
 
 int
@@ -316,8 +444,9 @@ zi_client_infer (zi_client_t *self, int n, const char *const *names,
         return zi_fail (err, errlen, ZI_ERR_NOMEM, "out of memory");
     }
     for (int i = 0; i < n; i++) {
-        int rc = zi_msg_add_tensor_copy (req, names[i], inputs[i]);
+        int rc = zi_client_add_input (self, req, names[i], inputs[i]);
         if (rc) {
+            s_blocks_drop (self, req);
             zi_msg_destroy (&req);
             return zi_fail (err, errlen, rc, "input '%s': cannot add to the request (%s)",
                             names[i], zi_strerror (rc));
@@ -326,6 +455,7 @@ zi_client_infer (zi_client_t *self, int n, const char *const *names,
     uint64_t id;
     int rc = zi_client_send (self, &req, &id);
     if (rc) {
+        s_blocks_drop (self, req);
         zi_msg_destroy (&req);
         return zi_fail (err, errlen, rc, "cannot send the request (%s)", zi_strerror (rc));
     }
@@ -333,15 +463,16 @@ zi_client_infer (zi_client_t *self, int n, const char *const *names,
     if (rc == 0) {
         s_done_add (self, id);
     }
+    s_blocks_free (self, id);   //  answered, or given up on (as in zi_client_infer_retry)
     return rc ? rc : s_error_reply (*reply_p, err, errlen);
 }
 
 //  A REQUEST with copies of the inputs and the given id, prio, deadline,
 //  in *req_p. Returns 0 or an error (with a message in err).
 static int
-s_request (int n, const char *const *names, const zi_tensor_t *const *inputs, uint64_t id,
-           const zi_client_retry_t *o, uint32_t attempt, zi_msg_t **req_p, char *err,
-           size_t errlen)
+s_request (zi_client_t *self, int n, const char *const *names,
+           const zi_tensor_t *const *inputs, uint64_t id, const zi_client_retry_t *o,
+           uint32_t attempt, zi_msg_t **req_p, char *err, size_t errlen)
 {
     *req_p = NULL;
     zi_msg_t *req = zi_msg_new (ZI_CMD_REQUEST);
@@ -360,8 +491,9 @@ s_request (int n, const char *const *names, const zi_tensor_t *const *inputs, ui
         zi_msg_set_deadline_ms (req, o->deadline_ms);
     }
     for (int i = 0; i < n; i++) {
-        rc = zi_msg_add_tensor_copy (req, names[i], inputs[i]);
+        rc = zi_client_add_input (self, req, names[i], inputs[i]);
         if (rc) {
+            s_blocks_drop (self, req);
             zi_msg_destroy (&req);
             return zi_fail (err, errlen, rc, "input '%s': cannot add to the request (%s)",
                             names[i], zi_strerror (rc));
@@ -371,10 +503,10 @@ s_request (int n, const char *const *names, const zi_tensor_t *const *inputs, ui
     return ZI_OK;
 }
 
-int
-zi_client_infer_retry (zi_client_t *self, int n, const char *const *names,
-                       const zi_tensor_t *const *inputs, const zi_client_retry_t *opts,
-                       zi_msg_t **reply_p, char *err, size_t errlen)
+static int
+s_infer_retry (zi_client_t *self, uint64_t id, int n, const char *const *names,
+               const zi_tensor_t *const *inputs, const zi_client_retry_t *opts,
+               zi_msg_t **reply_p, char *err, size_t errlen)
 {
     static const zi_client_retry_t defaults = ZI_CLIENT_RETRY_DEFAULTS;
     zi_client_retry_t o = opts ? *opts : defaults;
@@ -383,7 +515,6 @@ zi_client_infer_retry (zi_client_t *self, int n, const char *const *names,
     o.backoff_ms = o.backoff_ms > 0 ? o.backoff_ms : defaults.backoff_ms;
     o.backoff_max_ms = o.backoff_max_ms >= o.backoff_ms ? o.backoff_max_ms : o.backoff_ms;
     *reply_p = NULL;
-    uint64_t id = self->next_id++;
     int64_t end = zclock_mono () + o.total_ms;
     int64_t backoff = o.backoff_ms;
     char last[ZI_MSG_MAX_REASON + 64] = "no answer";
@@ -410,18 +541,19 @@ zi_client_infer_retry (zi_client_t *self, int n, const char *const *names,
         bool sent = false;
         if (!last_wait && (zsock_events (self->sock) & ZMQ_POLLOUT)) {
             zi_msg_t *req = NULL;
-            int rc = s_request (n, names, inputs, id, &o, attempt, &req, err, errlen);
+            int rc = s_request (self, n, names, inputs, id, &o, attempt, &req, err, errlen);
             if (rc) {
                 return rc;
             }
-            if (zi_msg_send (&req, self->sock) == 0) {
+            if (zi_client_send (self, &req, NULL) == 0) {
                 sent = true;
-                if (attempt == 0) {
-                    self->counts.sent++;
-                }
-                else {
+                if (attempt > 0) {
+                    self->counts.sent--;    //  zi_client_send counted it
                     self->counts.resent++;
                 }
+            }
+            else {
+                s_blocks_drop (self, req);
             }
             zi_msg_destroy (&req);
         }
@@ -482,6 +614,19 @@ zi_client_infer_retry (zi_client_t *self, int n, const char *const *names,
                     "budget (last: %s)",
                     (unsigned long long) id, attempt, attempt == 1 ? "" : "s", o.total_ms,
                     last);
+}
+
+int
+zi_client_infer_retry (zi_client_t *self, int n, const char *const *names,
+                       const zi_tensor_t *const *inputs, const zi_client_retry_t *opts,
+                       zi_msg_t **reply_p, char *err, size_t errlen)
+{
+    uint64_t id = self->next_id++;
+    int rc = s_infer_retry (self, id, n, names, inputs, opts, reply_p, err, errlen);
+    //  Answered, or given up on (an attempt still in the pipeline may then
+    //  read a reused block: its answer goes nowhere).
+    s_blocks_free (self, id);
+    return rc;
 }
 
 void

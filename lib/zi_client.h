@@ -70,6 +70,9 @@ typedef struct {
     const char *curve_server_key;  //  the broker's Z85 public key, and ...
     const char *curve_secret_file; //  ... our key pair (a zcert secret file):
                                    //  both set = connect with CURVE
+    int64_t shm_bytes;             //  > 0: a shared-memory arena of this size
+                                   //  for request inputs (ipc:// endpoints,
+                                   //  a broker with broker.client_shm)
 } zi_client_opts_t;
 
 //  As zi_client_new, with options. Returns NULL with a message in err
@@ -78,7 +81,8 @@ zi_client_t *zi_client_new_opts (const char *endpoint, const zi_client_opts_t *o
                                  char *err, size_t errlen);
 
 //  Connect to a plan's front endpoint with the plan's settings: its
-//  max_message_bytes, its heartbeat, and with security.curve its keys.
+//  max_message_bytes, its heartbeat, with security.curve its keys, and with
+//  broker.client_shm a 64 MiB shared-memory arena for request inputs.
 //  The plan is only read.
 zi_client_t *zi_client_new_plan (const zi_plan_t *plan, char *err, size_t errlen);
 
@@ -91,6 +95,21 @@ void zi_client_destroy (zi_client_t **self_p);
 //  id in *id (if not NULL). Returns 0 or ZI_ERR_IO / ZI_ERR_INVALID.
 int zi_client_send (zi_client_t *self, zi_msg_t **request_p, uint64_t *id);
 
+//  Add an input tensor to a request built for zi_client_send. With a
+//  shared-memory arena (opts.shm_bytes, or a plan with broker.client_shm)
+//  a tensor of 16 KiB or more is written once into a block of it and the
+//  request carries only a reference: its bytes never cross the socket and
+//  segment 0 reads them in place. The block is freed when the answer to
+//  the request arrives (zi_client_recv and the calls that wait); blocks of
+//  a request that is never sent stay taken until the client is destroyed.
+//  Without an arena (or when it is full) the tensor is copied into the
+//  request as zi_msg_add_tensor_copy does. Returns 0 or an error.
+int zi_client_add_input (zi_client_t *self, zi_msg_t *request, const char *name,
+                         const zi_tensor_t *t);
+
+//  Shared-memory blocks the client holds for requests not yet answered.
+size_t zi_client_shm_blocks (const zi_client_t *self);
+
 //  Receive the next REPLY / ERROR (or STATS_REPLY / HEALTH_REPLY), waiting
 //  up to timeout_ms (-1: forever). Returns 0 and the message in *reply_p,
 //  ZI_ERR_TIMEOUT, ZI_ERR_IO (interrupted), or the decoder's error for a
@@ -98,7 +117,7 @@ int zi_client_send (zi_client_t *self, zi_msg_t **request_p, uint64_t *id);
 int zi_client_recv (zi_client_t *self, int timeout_ms, zi_msg_t **reply_p, char *err,
                     size_t errlen);
 
-//  Send n named tensors (copied into the request) and wait for the answer to
+//  Send n named tensors (zi_client_add_input) and wait for the answer to
 //  that request, up to timeout_ms. Replies to other requests that arrive
 //  meanwhile are kept for zi_client_recv. Returns 0 with the REPLY in
 //  *reply_p; or ZI_ERR_TIMEOUT; or, for an ERROR answer, ZI_ERR_INVALID with

@@ -697,6 +697,8 @@ s_convert (s_conv_t *c, const zi_json_t *doc, zi_plan_t *plan)
     const zi_json_t *skip = zi_json_get (broker, "skip_stages");
     b->skip_stages = skip ? zi_json_bool (skip) : true;
     b->shm_bytes = s_int (zi_json_get (broker, "shm_bytes"), 0);
+    const zi_json_t *client_shm = zi_json_get (broker, "client_shm");
+    b->client_shm = client_shm ? zi_json_bool (client_shm) : false;
 
     const zi_json_t *segments = zi_json_get (doc, "segments");
     size_t n_segments = zi_json_size (segments);
@@ -1041,6 +1043,9 @@ zi_plan_to_json (const zi_plan_t *self, zi_json_t **out)
         s_keep (&o, zi_json_set_bool (broker, "skip_stages", b->skip_stages));
     }
     s_put_int (&o, broker, "shm_bytes", b->shm_bytes);
+    if (broker && b->client_shm) {
+        s_keep (&o, zi_json_set_bool (broker, "client_shm", true));
+    }
 
     zi_json_t *segments = s_put_array (&o, root, "segments");
     for (size_t i = 0; segments && i < self->n_segments; i++) {
@@ -1375,6 +1380,14 @@ s_check_endpoints (s_rules_t *r, const zi_plan_broker_t *b)
                                 transport[e] == S_EP_TCP ? "port" : "address");
             }
         }
+    }
+    //  Shared memory is one host's: a client's blocks can only be named
+    //  to a broker it reaches over ipc.
+    if (b->client_shm && transport[ZI_PLAN_EP_FRONT] != S_EP_IPC) {
+        char q[96];
+        return s_rfail (r, "broker.client_shm: needs an ipc:// front endpoint (clients' "
+                        "shared memory is on the broker's host), front binds %s",
+                        s_q (b->endpoints[ZI_PLAN_EP_FRONT].bind, q, sizeof q));
     }
     return 0;
 }

@@ -135,6 +135,7 @@ typedef struct {
     int64_t max_attempts;           //  dispatches of one task before an error
     int64_t max_message_bytes;      //  ZMQ_MAXMSGSIZE on every socket
     bool skip_stages;               //  send tasks past built-in stages with nothing to do
+    bool client_shm;                //  accept clients' inputs as shared-memory references
     int64_t shm_bytes;              //  exec workers' shared-memory arenas (0: off)
 } zi_plan_broker_t;
 

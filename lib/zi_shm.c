@@ -276,6 +276,20 @@ zi_shm_alloc (zi_shm_arena_t *self, size_t nbytes, zi_shm_ref_t *ref)
     return self->base + self->blocks[at].offset + S_BLOCK_HEAD;
 }
 
+void
+zi_shm_free (zi_shm_arena_t *self, const zi_shm_ref_t *ref)
+{
+    if (!self || strcmp (ref->name, self->name) != 0 || ref->offset < S_START
+        || ref->offset % S_ALIGN || ref->offset > self->size - S_BLOCK_HEAD) {
+        return;
+    }
+    s_block_t *b = s_block (self->base, ref->offset);
+    uint32_t busy = S_BUSY;
+    if (b->magic == S_BLOCK_MAGIC && b->gen == ref->gen) {
+        atomic_compare_exchange_strong (&b->state, &busy, S_FREE);
+    }
+}
+
 size_t
 zi_shm_arena_used (zi_shm_arena_t *self, size_t *bytes)
 {
@@ -330,6 +344,20 @@ s_map (const char *name, char *err, size_t errlen)
     }
     if (!m && s_nmaps < S_MAX_MAPPED) {
         m = &s_maps[s_nmaps++];
+    }
+    //  A full table: unmap one nothing holds now (mapped again if named
+    //  again), an arena whose owner is gone first. Clients come and go,
+    //  each with its own arena (broker.client_shm).
+    for (int pass = 0; pass < 2 && !m; pass++) {
+        for (size_t i = 0; i < s_nmaps && !m; i++) {
+            s_mapped_t *x = &s_maps[i];
+            if (atomic_load (&x->holds) == 0
+                && (pass == 1 || (kill ((pid_t) x->owner, 0) != 0 && errno == ESRCH))) {
+                munmap (x->base, x->size);
+                x->base = NULL;
+                m = x;
+            }
+        }
     }
     if (!m) {
         pthread_mutex_unlock (&s_maps_lock);

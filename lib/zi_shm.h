@@ -33,12 +33,16 @@
     blocks the broker still holds and is unlinked by the broker's sweep
     once its owner is dead and nothing references it.
 
-    Who may send references: only the exec workers, only for cut tensors
-    (never a model output), only to the broker, and only the broker to the
-    workers; a process decodes references only inside zi_shm_accept_begin /
-    _end (the broker around its `work` socket, a worker around its broker
-    socket). Everything else - clients, stages, a reference arriving on
-    another socket - gets plain bytes or an error.
+    Who may send references: the exec workers, only for cut tensors (never
+    a model output), only to the broker, and the broker to the workers; a
+    process decodes references only inside zi_shm_accept_begin / _end (the
+    broker around its `work` socket, a worker around its broker socket).
+    With broker.client_shm (an opt-in plan field, ipc only) the broker also
+    accepts references in a client's REQUEST on `front`, read-only: the
+    client made the block in its own arena, the broker passes the
+    reference to segment 0 and never releases it; the client frees it
+    (zi_shm_free) once the request is answered. Everything else - stages,
+    a reference arriving on another socket - gets plain bytes or an error.
 */
 #ifndef ZI_SHM_H_INCLUDED
 #define ZI_SHM_H_INCLUDED
@@ -72,6 +76,11 @@ const char *zi_shm_arena_name (const zi_shm_arena_t *self);
 //  A block of nbytes in the producer's arena: returns the data pointer and
 //  fills *ref, or NULL when the arena has no room now (send inline).
 void *zi_shm_alloc (zi_shm_arena_t *self, size_t nbytes, zi_shm_ref_t *ref);
+
+//  The producer frees a block of its own arena that no one else releases
+//  (a client's request inputs, once the request is answered). A reference
+//  to another arena, or a stale one, is ignored.
+void zi_shm_free (zi_shm_arena_t *self, const zi_shm_ref_t *ref);
 
 //  Blocks in use and bytes they hold (reclaimed lazily by zi_shm_alloc).
 size_t zi_shm_arena_used (zi_shm_arena_t *self, size_t *bytes);

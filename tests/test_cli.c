@@ -163,6 +163,9 @@ Test (cli, plan_errors_are_clear)
     cr_assert_eq (s_run (out, sizeof out, "%s/zinfer plan examples/fashion-mnist/model.onnx "
                          "--replica 0@nowhere:1 -o %s/p.json", ZI_BINARY_DIR, s_tmp), 2);
     cr_assert (strstr (out, "unknown host 'nowhere'"), "%s", out);
+    cr_assert_eq (s_run (out, sizeof out, "%s/zinfer plan examples/fashion-mnist/model.onnx "
+                         "--client-shm -o %s/p.json", ZI_BINARY_DIR, s_tmp), 1);
+    cr_assert (strstr (out, "--client-shm needs --ipc"), "%s", out);
     cr_assert_eq (s_run (out, sizeof out, "%s/zinfer plan", ZI_BINARY_DIR), 2);
     cr_assert_eq (s_run (out, sizeof out, "%s/zinfer frobnicate", ZI_BINARY_DIR), 2);
     cr_assert (strstr (out, "unknown command 'frobnicate'"), "%s", out);

@@ -624,6 +624,111 @@ Test (pipeline, a_layer_split_across_two_segments_equals_the_engine_bit_for_bit)
     s_engine_close (&e);
 }
 
+//  A batch of MLP inputs, different for each round.
+static zi_tensor_t *
+s_mlp_input (int round)
+{
+    zi_tensor_t *x = zi_tensor_new (ZI_DT_F32, 2, (int64_t[]){ 64, 784 });
+    cr_assert_not_null (x);
+    float *xf = (float *) x->data;
+    for (int64_t i = 0; i < 64 * 784; i++) {
+        xf[i] = (float) ((i * 7919 + round * 104729) % 1000) / 500.0f - 1.0f;
+    }
+    return x;
+}
+
+Test (pipeline, client_inputs_in_shared_memory_are_read_in_place)
+{
+    //  broker.client_shm: a client of the plan writes each request's input
+    //  (64 x 784 floats) into its own arena and sends a reference; segment
+    //  0 reads it there. Answers equal the engine's bit for bit, the
+    //  client's blocks are free once each answer is in, and the broker
+    //  copied no input into its own arena.
+    s_make_plan (S_MLP "/model.onnx",
+                 "--segments 2 --batch 64 --micro-batch 64 --max-batch 64 --max-delay-us 0");
+    s_plan->broker.client_shm = true;
+    s_save_plan ();
+    s_up_start ();
+    char err[512];
+    zi_client_t *c = zi_client_new_plan (s_plan, err, sizeof err);
+    cr_assert_not_null (c, "%s", err);
+    s_engine_t e;
+    s_engine_open (&e, S_MLP "/model.onnx");
+    const char *names[] = { "input" };
+    for (int round = 0; round < 3; round++) {
+        zi_tensor_t *x = s_mlp_input (round);
+        zi_tensor_t *want = s_engine_run_chunks (&e, x, 64);
+        //  Asynchronous: the block is the request's until its answer.
+        zi_msg_t *req = zi_msg_new (ZI_CMD_REQUEST);
+        cr_assert_eq (zi_client_add_input (c, req, "input", x), 0);
+        cr_assert (zi_msg_tensor_shm (req, 0), "the input is not in shared memory");
+        uint64_t id = 0;
+        cr_assert_eq (zi_client_send (c, &req, &id), 0);
+        cr_assert_eq (zi_client_shm_blocks (c), 1);
+        zi_msg_t *m = NULL;
+        cr_assert_eq (zi_client_recv (c, 20000, &m, err, sizeof err), 0, "%s", err);
+        cr_assert_eq (zi_msg_id (m), id);
+        s_assert_reply (m);
+        s_assert_same_bits (zi_msg_tensor (m, 0), want, "input by reference");
+        cr_assert_eq (zi_client_shm_blocks (c), 0, "the block outlived the answer");
+        zi_msg_destroy (&m);
+        //  Synchronous, the same input: the same answer.
+        const zi_tensor_t *ins[] = { x };
+        cr_assert_eq (zi_client_infer (c, 1, names, ins, 20000, &m, err, sizeof err), 0, "%s",
+                      err);
+        s_assert_same_bits (zi_msg_tensor (m, 0), want, "zi_client_infer by reference");
+        cr_assert_eq (zi_client_shm_blocks (c), 0);
+        zi_msg_destroy (&m);
+        zi_tensor_destroy (&want);
+        zi_tensor_destroy (&x);
+    }
+    //  The broker decoded 6 client references and 12 cut tensors, and
+    //  released only the cut tensors: without client_shm it would have
+    //  copied each input into its own arena and released that too.
+    zi_json_t *stats = s_stats ();
+    const zi_json_t *tasks = zi_json_get (stats, "tasks");
+    double refs = zi_json_num (zi_json_get (tasks, "shm_refs"));
+    double released = zi_json_num (zi_json_get (tasks, "shm_released"));
+    cr_assert_eq (refs, 18, "references decoded: %g (6 requests x (1 input + 2 cut tensors))",
+                  refs);
+    cr_assert_eq (released, 12, "blocks released: %g, expected the 12 cut tensors", released);
+    zi_json_destroy (&stats);
+    zi_client_destroy (&c);
+    s_engine_close (&e);
+}
+
+Test (pipeline, a_broker_without_client_shm_refuses_client_references)
+{
+    s_make_plan (S_MLP "/model.onnx",
+                 "--segments 2 --batch 64 --micro-batch 64 --max-batch 64 --max-delay-us 0");
+    cr_assert (!s_plan->broker.client_shm, "client_shm is opt-in");
+    s_up_start ();
+    char err[512];
+    zi_client_opts_t opts = { .shm_bytes = 1 << 20 };
+    zi_client_t *c = zi_client_new_opts (s_plan->broker.endpoints[ZI_PLAN_EP_FRONT].connect,
+                                         &opts, err, sizeof err);
+    cr_assert_not_null (c, "%s", err);
+    zi_tensor_t *x = s_mlp_input (0);
+    const char *names[] = { "input" };
+    const zi_tensor_t *ins[] = { x };
+    zi_msg_t *m = NULL;
+    cr_assert_eq (zi_client_infer (c, 1, names, ins, 20000, &m, err, sizeof err),
+                  ZI_ERR_INVALID, "%s", err);
+    s_assert_error (m, ZI_CODE_BAD_REQUEST, "shared-memory reference is not accepted here");
+    cr_assert_eq (zi_client_shm_blocks (c), 0, "the refused request's block is free again");
+    zi_msg_destroy (&m);
+    zi_client_destroy (&c);
+    //  The pipeline goes on serving requests that carry their bytes.
+    m = s_ask ("input", x, 0);
+    s_assert_reply (m);
+    zi_msg_destroy (&m);
+    zi_tensor_destroy (&x);
+    //  A client that asks for shared memory over tcp is refused at once.
+    opts.shm_bytes = 1 << 20;
+    cr_assert_null (zi_client_new_opts ("tcp://127.0.0.1:5555", &opts, err, sizeof err));
+    cr_assert (strstr (err, "shared memory needs an ipc:// endpoint"), "%s", err);
+}
+
 Test (pipeline, a_convolution_split_along_its_rows_equals_the_engine_bit_for_bit)
 {
     //  Fashion-MNIST's second convolution split at output row 6 of 14

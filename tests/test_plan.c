@@ -396,6 +396,9 @@ static const struct {
      "broker.endpoints.work.connect: port 6000 differs from the port bound, 5560"},
     {"bad-endpoint-clash.json",
      "broker.endpoints.work.bind: \"tcp://*:5555\" collides with broker.endpoints.front.bind"},
+    {"bad-client-shm-tcp.json",
+     "broker.client_shm: needs an ipc:// front endpoint (clients' shared memory is on the "
+     "broker's host), front binds \"tcp://127.0.0.1:5555\""},
     {"bad-endpoint-ipc-mismatch.json",
      "broker.endpoints.results.connect: must equal bind for ipc:// and inproc://"},
     {"bad-endpoint-transport-mismatch.json",

@@ -65,6 +65,66 @@ Test (shm, blocks_are_resolved_released_and_reused_with_a_new_generation)
     cr_assert (!s_exists (name), "the arena file outlives its owner");
 }
 
+Test (shm, the_producer_frees_its_own_blocks)
+{
+    //  A client's request inputs: nobody else releases them (the broker
+    //  only reads them with broker.client_shm); the client does.
+    char err[256];
+    zi_shm_arena_t *a = zi_shm_arena_new (1 << 20, err, sizeof err);
+    zi_shm_arena_t *b = zi_shm_arena_new (1 << 20, err, sizeof err);
+    cr_assert (a && b, "%s", err);
+    zi_shm_ref_t r, other;
+    cr_assert_not_null (zi_shm_alloc (a, 64 << 10, &r));
+    cr_assert_not_null (zi_shm_alloc (b, 64 << 10, &other));
+    zi_shm_free (a, &other);                //  not a's block: ignored
+    cr_assert_eq (zi_shm_arena_used (b, NULL), 1);
+    zi_shm_ref_t stale = r;
+    stale.gen++;
+    zi_shm_free (a, &stale);                //  another generation: ignored
+    cr_assert_eq (zi_shm_arena_used (a, NULL), 1);
+    zi_shm_free (a, &r);
+    cr_assert_eq (zi_shm_arena_used (a, NULL), 0);
+    cr_assert_null (zi_shm_resolve (&r, 64 << 10, err, sizeof err), "a freed block resolves");
+    zi_shm_arena_destroy (&a);
+    zi_shm_arena_destroy (&b);
+}
+
+Test (shm, a_reader_maps_more_arenas_than_its_table_when_old_ones_are_idle)
+{
+    //  Every client of a broker with client_shm has an arena of its own:
+    //  over a broker's life far more than the 256 it keeps mapped at once.
+    //  Mappings nothing holds make room (their owners gone first).
+    char err[256];
+    for (int i = 0; i < 300; i++) {
+        zi_shm_arena_t *a = zi_shm_arena_new (1 << 20, err, sizeof err);
+        cr_assert_not_null (a, "arena %d: %s", i, err);
+        zi_shm_ref_t r;
+        cr_assert_not_null (zi_shm_alloc (a, 64 << 10, &r));
+        cr_assert_not_null (zi_shm_resolve (&r, 64 << 10, err, sizeof err), "arena %d: %s", i,
+                            err);
+        zi_shm_arena_destroy (&a);
+    }
+    //  A held mapping is never taken: a message keeps its bytes readable.
+    zi_shm_arena_t *kept = zi_shm_arena_new (1 << 20, err, sizeof err);
+    zi_shm_ref_t kr;
+    float *p = (float *) zi_shm_alloc (kept, 64 << 10, &kr);
+    p[0] = 42.0f;
+    const float *q = (const float *) zi_shm_resolve (&kr, 64 << 10, err, sizeof err);
+    cr_assert_not_null (q, "%s", err);
+    void *hold = zi_shm_handle_new (&kr, false);
+    cr_assert_not_null (hold);
+    for (int i = 0; i < 300; i++) {
+        zi_shm_arena_t *a = zi_shm_arena_new (1 << 20, err, sizeof err);
+        zi_shm_ref_t r;
+        cr_assert_not_null (zi_shm_alloc (a, 64 << 10, &r));
+        cr_assert_not_null (zi_shm_resolve (&r, 64 << 10, err, sizeof err), "%s", err);
+        zi_shm_arena_destroy (&a);
+    }
+    cr_assert_eq (q[0], 42.0f, "a held mapping was unmapped");
+    zi_shm_handle_free ((void *) q, hold);
+    zi_shm_arena_destroy (&kept);
+}
+
 Test (shm, a_full_arena_gives_null_and_reuses_any_released_block)
 {
     char err[256];

@@ -260,6 +260,7 @@ typedef struct {
     //  reference: a load generator should not spend the cores it measures
     //  on copying the same bytes for every request
     zi_msg_t *shared;
+    zi_client_t *client;    //  writes them into its shared memory when it has some
     //  or batches of an IDX data set
     zi_tensor_t *images;
     const zi_plan_tensor_t *decl;
@@ -291,7 +292,7 @@ s_load_make (void *arg, int64_t k, int64_t *rows)
     if (!ld->shared) {
         ld->shared = zi_msg_new (ZI_CMD_REQUEST);
         for (int i = 0; ld->shared && i < ld->n_inputs; i++) {
-            if (zi_msg_add_tensor_copy (ld->shared, ld->names[i], ld->inputs[i])) {
+            if (zi_client_add_input (ld->client, ld->shared, ld->names[i], ld->inputs[i])) {
                 zi_msg_destroy (&ld->shared);
             }
         }
@@ -496,6 +497,7 @@ s_bench_pipeline (int argc, char **argv)
         fprintf (stderr, "zinfer bench: %s\n", err);
         goto done;
     }
+    ld.client = client;
     zi_cli_load_t cfg = {
         .cmd = "bench",
         .unit = "samples",

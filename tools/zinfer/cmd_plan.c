@@ -12,6 +12,7 @@
             [--pre OP]... [--post OP]...    preprocess / aggregate ops
             [--micro-batch N] [--max-batch N] [--max-delay-us N]
             [--tolerance F] [--explain]
+            [--client-shm]                  local clients' inputs by reference
 
     Cuts are chosen so that each segment's cost is proportional to the summed
     capacity of its replicas (zi_planner.h), and only where every tensor
@@ -76,6 +77,10 @@ s_plan_usage (FILE *out)
 "                        broker checks requests against the model itself)\n"
 "  --post OP             aggregate op: softmax, argmax, topk=K\n"
 "  --micro-batch N       rows per task when splitting a batch (default 16)\n"
+"  --client-shm          let clients on this host send their inputs as\n"
+"                        references to their own shared memory (with --ipc;\n"
+"                        see broker.client_shm in schemas/PLAN.md: only when\n"
+"                        every process that can reach the front is trusted)\n"
 "  --shm MB              shared-memory arena per exec worker for the tensors it\n"
 "                        hands to the next segment (with --ipc; default 64,\n"
 "                        0 = through the sockets)\n"
@@ -641,7 +646,7 @@ zi_cmd_plan (int argc, char **argv)
     long segments = 0, port = 5555, batch = 16, calibrate = 0;
     long micro = 16, max_batch = 64, max_delay = 2000, shm_mb = -1;
     double tolerance = 0.05;
-    bool explain = false, split = true;
+    bool explain = false, split = true, client_shm = false;
     int split_axis = 0;     //  0 auto, 1 channels only, 2 rows where possible
     char err[1024];
     for (int i = 1; i < argc; i++) {
@@ -656,6 +661,10 @@ zi_cmd_plan (int argc, char **argv)
         }
         if (strcmp (a, "--no-split") == 0) {
             split = false;
+            continue;
+        }
+        if (strcmp (a, "--client-shm") == 0) {
+            client_shm = true;
             continue;
         }
         if (a[0] != '-') {
@@ -978,6 +987,12 @@ zi_cmd_plan (int argc, char **argv)
         goto done;
     }
     plan->broker.shm_bytes = (int64_t) shm_mb << 20;
+    if (client_shm && !ipc_dir) {
+        fprintf (stderr, "zinfer plan: --client-shm needs --ipc (shared memory works on one "
+                 "host)\n");
+        goto done;
+    }
+    plan->broker.client_shm = client_shm;
     if (ipc_dir ? zi_plan_set_endpoints_ipc (plan, ipc_dir)
                 : zi_plan_set_endpoints_tcp (plan, n_hosts > 1 ? "*" : baddr, baddr,
                                              (int) port)) {
