@@ -294,7 +294,13 @@ class Client:
         data = msgpack.packb(head, use_bin_type=True)
         if len(data) > MAX_HEADER:
             raise ZinferError(413, None, f"header of {len(data)} bytes, at most {MAX_HEADER}")
-        self._sock.send_multipart([data, *frames], copy=False)
+        #  Never block: a DEALER with no connection left (a CURVE handshake
+        #  the broker refused tears it down) would wait in send forever.
+        try:
+            self._sock.send_multipart([data, *frames], copy=False, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            raise ZinferError(503, "UNAVAILABLE", f"cannot send to {self.endpoint}: no "
+                              "connection, or its queue is full", True) from None
 
     def send(self, inputs, prio=0, deadline_ms=0, model=None):
         """Send a REQUEST with the named input tensors; returns its id."""
@@ -449,6 +455,9 @@ class Client:
                     return True
             except ZinferTimeout:
                 continue                        # waited the whole poll already
+            except ZinferError as e:
+                if not e.retryable:             # UNAVAILABLE (no connection): nap, ask again
+                    raise
             #  Answered but not ready: wait a little before asking again.
             nap = poll_ms / 1000 - (time.monotonic() - start)
             if nap > 0:
