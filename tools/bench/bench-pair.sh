@@ -14,13 +14,17 @@
 # the median of R such pairs is the figure.
 #
 # Per model: `zinfer plan MODEL --ipc TMP --replica 0@local:1:2:T --replica
-# 1@local:1:2:T --batch B --calibrate 20 --micro-batch B` (T = THREADS / 2),
-# `zinfer up`, a warm-up of 8 requests; then per round `zinfer bench --model
-# MODEL --batch B --threads THREADS --seconds S` (the pipeline stays up, idle:
-# its processes sleep in poll) and `zinfer bench --plan PLAN --batch B
-# --concurrency 8 --duration S`. Rows: pair,model,round,engine,pipeline,ratio
-# and pair-median,model,,engine median,pipeline median,median ratio. A model
-# whose pipeline does not come up gets "unavailable: <reason>".
+# 1@local:1:2:T --batch B --calibrate 20 --micro-batch B --client-shm`
+# (T = THREADS / 2), `zinfer up`, a warm-up of 8 requests; then per round
+# `zinfer bench --model MODEL --batch B --threads THREADS --seconds S` (the
+# pipeline stays up, idle: its processes sleep in poll), `zinfer bench --plan
+# PLAN --batch B --concurrency 8 --duration S` with a client that sends its
+# inputs through the socket (the plan without client_shm: the default), and
+# the same with the plan as made (inputs in the client's shared memory,
+# broker.client_shm). Rows: pair,model,round,engine,pipeline,ratio and
+# pair-median,model,,engine median,pipeline median,median ratio; the same as
+# pair-client-shm and pair-client-shm-median. A model whose pipeline does not
+# come up gets "unavailable: <reason>".
 # Every process it starts is stopped on exit, Ctrl-C or SIGTERM.
 set -uo pipefail
 
@@ -90,10 +94,13 @@ for m in $MODELS; do
     [ -z "$why" ] && [ ! -f "$p" ] && why="unavailable: $p not found"
     if [ -z "$why" ] && ! "$ZINFER" plan "$p" -o "$dir/plan.json" --ipc "$dir" \
             --replica "0@local:1:2:$PER" --replica "1@local:1:2:$PER" --batch "$BATCH" \
-            --calibrate 20 --micro-batch "$BATCH" > "$dir/plan.log" 2>&1; then
+            --calibrate 20 --micro-batch "$BATCH" --client-shm > "$dir/plan.log" 2>&1; then
         why="unavailable: zinfer plan failed: $(tail -n 1 "$dir/plan.log" | cut -c1-120)"
     fi
     if [ -z "$why" ]; then
+        # The same plan for a client without shared memory (the broker
+        # takes both kinds of request).
+        sed 's/"client_shm": true/"client_shm": false/' "$dir/plan.json" > "$dir/plan-inline.json"
         setsid "$ZINFER" up "$dir/plan.json" --log-level warn > "$dir/up.log" 2>&1 &
         UP_PID=$!
         t_end=$((SECONDS + 60))
@@ -113,30 +120,35 @@ for m in $MODELS; do
         stop_pipeline
         continue
     fi
-    : > "$dir/ratios"; : > "$dir/eng"; : > "$dir/pipe"
+    for k in pair pair-client-shm; do : > "$dir/$k.ratios"; : > "$dir/$k.eng"; : > "$dir/$k.pipe"; done
     for r in $(seq 1 "$ROUNDS"); do
         e="$(timeout $((SECS * 4 + 60)) "$ZINFER" bench --model "$p" --batch "$BATCH" \
                 --threads "$THREADS" --seconds "$SECS" --csv 2> /dev/null \
              | awk -F, '$1 == "zinfer-engine" { print $5 }' | tail -n 1)"
-        q="$(timeout $((SECS * 4 + 60)) "$ZINFER" bench --plan "$dir/plan.json" --batch "$BATCH" \
-                --concurrency 8 --duration "$SECS" --csv 2> /dev/null \
-             | awk -F, '$1 == "zinfer-pipeline" { print $6 }' | tail -n 1)"
-        ratio="$(awk -v a="$q" -v b="$e" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.3f", a / b }')"
-        printf '   %-14s round %d: engine %9.1f  pipeline %9.1f samples/s  ratio %s\n' "$m" "$r" \
-            "${e:-0}" "${q:-0}" "${ratio:-?}"
-        echo "pair,$m,$r,$e,$q,$ratio," >> "$CSV"
-        [ -n "$ratio" ] && { echo "$ratio" >> "$dir/ratios"; echo "$e" >> "$dir/eng"; echo "$q" >> "$dir/pipe"; }
+        for k in pair pair-client-shm; do
+            plan="$dir/plan-inline.json"; [ "$k" = pair ] || plan="$dir/plan.json"
+            q="$(timeout $((SECS * 4 + 60)) "$ZINFER" bench --plan "$plan" --batch "$BATCH" \
+                    --concurrency 8 --duration "$SECS" --csv 2> /dev/null \
+                 | awk -F, '$1 == "zinfer-pipeline" { print $6 }' | tail -n 1)"
+            ratio="$(awk -v a="$q" -v b="$e" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.3f", a / b }')"
+            printf '   %-14s round %d: engine %9.1f  %-19s %9.1f samples/s  ratio %s\n' "$m" "$r" \
+                "${e:-0}" "${k/pair/pipeline}" "${q:-0}" "${ratio:-?}"
+            echo "$k,$m,$r,$e,$q,$ratio," >> "$CSV"
+            [ -n "$ratio" ] && { echo "$ratio" >> "$dir/$k.ratios"; echo "$e" >> "$dir/$k.eng"; echo "$q" >> "$dir/$k.pipe"; }
+        done
     done
     stop_pipeline
-    mr="$(median < "$dir/ratios")"; me="$(median < "$dir/eng")"; mq="$(median < "$dir/pipe")"
-    if [ -n "$mr" ]; then
-        printf '   %-14s median: engine %.1f, pipeline %.1f samples/s, ratio %.3fx (rounds: %s)\n' "$m" \
-            "$me" "$mq" "$mr" "$(paste -sd' ' "$dir/ratios")"
-        echo "pair-median,$m,,$me,$mq,$mr," >> "$CSV"
-    else
-        echo "   $m: no round measured both"
-        echo "pair-median,$m,,,,,unavailable: no round measured both" >> "$CSV"
-    fi
+    for k in pair pair-client-shm; do
+        mr="$(median < "$dir/$k.ratios")"; me="$(median < "$dir/$k.eng")"; mq="$(median < "$dir/$k.pipe")"
+        if [ -n "$mr" ]; then
+            printf '   %-14s median: engine %.1f, %s %.1f samples/s, ratio %.3fx (rounds: %s)\n' "$m" \
+                "$me" "${k/pair/pipeline}" "$mq" "$mr" "$(paste -sd' ' "$dir/$k.ratios")"
+            echo "$k-median,$m,,$me,$mq,$mr," >> "$CSV"
+        else
+            echo "   $m: no round measured both ($k)"
+            echo "$k-median,$m,,,,,unavailable: no round measured both" >> "$CSV"
+        fi
+    done
 done
 echo "   load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "csv: ${CSV#"$ROOT"/}"
