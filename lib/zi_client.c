@@ -202,31 +202,15 @@ zi_client_sock (zi_client_t *self)
     return self->sock;
 }
 
-//  Free the blocks of requests answered under `id`.
+//  Free the blocks of a request that was never sent (msg), or of the
+//  requests sent under `id` (msg NULL) once that id is answered.
 static void
-s_blocks_free (zi_client_t *self, uint64_t id)
+s_blocks_free (zi_client_t *self, const zi_msg_t *msg, uint64_t id)
 {
     size_t kept = 0;
     for (size_t i = 0; i < self->nblocks; i++) {
         struct s_block *b = &self->blocks[i];
-        if (!b->msg && b->id == id) {
-            zi_shm_free (self->arena, &b->ref);
-        }
-        else {
-            self->blocks[kept++] = *b;
-        }
-    }
-    self->nblocks = kept;
-}
-
-//  Forget the blocks of a request that was never sent.
-static void
-s_blocks_drop (zi_client_t *self, const zi_msg_t *msg)
-{
-    size_t kept = 0;
-    for (size_t i = 0; i < self->nblocks; i++) {
-        struct s_block *b = &self->blocks[i];
-        if (b->msg == msg) {
+        if (msg ? b->msg == msg : !b->msg && b->id == id) {
             zi_shm_free (self->arena, &b->ref);
         }
         else {
@@ -351,7 +335,7 @@ s_recv_socket (zi_client_t *self, int timeout_ms, zi_msg_t **reply_p, char *err,
     if (rc == 0 && self->nblocks && zi_msg_has (*reply_p, "id")
         && (zi_msg_cmd (*reply_p) == ZI_CMD_REPLY || zi_msg_cmd (*reply_p) == ZI_CMD_ERROR)) {
         //  Answered: nothing reads the request's inputs any more.
-        s_blocks_free (self, zi_msg_id (*reply_p));
+        s_blocks_free (self, NULL, zi_msg_id (*reply_p));
     }
     return rc;
 }
@@ -446,7 +430,7 @@ zi_client_infer (zi_client_t *self, int n, const char *const *names,
     for (int i = 0; i < n; i++) {
         int rc = zi_client_add_input (self, req, names[i], inputs[i]);
         if (rc) {
-            s_blocks_drop (self, req);
+            s_blocks_free (self, req, 0);
             zi_msg_destroy (&req);
             return zi_fail (err, errlen, rc, "input '%s': cannot add to the request (%s)",
                             names[i], zi_strerror (rc));
@@ -455,7 +439,7 @@ zi_client_infer (zi_client_t *self, int n, const char *const *names,
     uint64_t id;
     int rc = zi_client_send (self, &req, &id);
     if (rc) {
-        s_blocks_drop (self, req);
+        s_blocks_free (self, req, 0);
         zi_msg_destroy (&req);
         return zi_fail (err, errlen, rc, "cannot send the request (%s)", zi_strerror (rc));
     }
@@ -463,7 +447,7 @@ zi_client_infer (zi_client_t *self, int n, const char *const *names,
     if (rc == 0) {
         s_done_add (self, id);
     }
-    s_blocks_free (self, id);   //  answered, or given up on (as in zi_client_infer_retry)
+    s_blocks_free (self, NULL, id);   //  answered, or given up on (as in zi_client_infer_retry)
     return rc ? rc : s_error_reply (*reply_p, err, errlen);
 }
 
@@ -493,7 +477,7 @@ s_request (zi_client_t *self, int n, const char *const *names,
     for (int i = 0; i < n; i++) {
         rc = zi_client_add_input (self, req, names[i], inputs[i]);
         if (rc) {
-            s_blocks_drop (self, req);
+            s_blocks_free (self, req, 0);
             zi_msg_destroy (&req);
             return zi_fail (err, errlen, rc, "input '%s': cannot add to the request (%s)",
                             names[i], zi_strerror (rc));
@@ -553,7 +537,7 @@ s_infer_retry (zi_client_t *self, uint64_t id, int n, const char *const *names,
                 }
             }
             else {
-                s_blocks_drop (self, req);
+                s_blocks_free (self, req, 0);
             }
             zi_msg_destroy (&req);
         }
@@ -625,7 +609,7 @@ zi_client_infer_retry (zi_client_t *self, int n, const char *const *names,
     int rc = s_infer_retry (self, id, n, names, inputs, opts, reply_p, err, errlen);
     //  Answered, or given up on (an attempt still in the pipeline may then
     //  read a reused block: its answer goes nowhere).
-    s_blocks_free (self, id);
+    s_blocks_free (self, NULL, id);
     return rc;
 }
 
