@@ -565,6 +565,31 @@ Test (pipeline, transformer_block_in_two_segments_equals_the_engine_bit_for_bit)
     s_engine_close (&e);
 }
 
+//  A batch of MLP inputs, different for each round.
+static zi_tensor_t *
+s_mlp_input (int round)
+{
+    zi_tensor_t *x = zi_tensor_new (ZI_DT_F32, 2, (int64_t[]){ 64, 784 });
+    cr_assert_not_null (x);
+    float *xf = (float *) x->data;
+    for (int64_t i = 0; i < 64 * 784; i++) {
+        xf[i] = (float) ((i * 7919 + round * 104729) % 1000) / 500.0f - 1.0f;
+    }
+    return x;
+}
+
+//  The broker's shared-memory counters: references it decoded, blocks it
+//  released.
+static void
+s_shm_counts (double *refs, double *released)
+{
+    zi_json_t *stats = s_stats ();
+    const zi_json_t *tasks = zi_json_get (stats, "tasks");
+    *refs = zi_json_num (zi_json_get (tasks, "shm_refs"));
+    *released = zi_json_num (zi_json_get (tasks, "shm_released"));
+    zi_json_destroy (&stats);
+}
+
 Test (pipeline, a_layer_split_across_two_segments_equals_the_engine_bit_for_bit)
 {
     //  Whole-layer cuts leave this MLP 63 / 37; the planner splits the
@@ -583,12 +608,7 @@ Test (pipeline, a_layer_split_across_two_segments_equals_the_engine_bit_for_bit)
     plain.exec = zi_exec_new (plain.graph, 0, -1, NULL, err, sizeof err);
     cr_assert_not_null (plain.exec, "%s", err);
     for (int round = 0; round < 3; round++) {
-        int64_t shape[2] = {64, 784};
-        zi_tensor_t *x = zi_tensor_new (ZI_DT_F32, 2, shape);
-        float *xf = (float *) x->data;
-        for (int64_t i = 0; i < 64 * 784; i++) {
-            xf[i] = (float) ((i * 7919 + round * 104729) % 1000) / 500.0f - 1.0f;
-        }
+        zi_tensor_t *x = s_mlp_input (round);
         zi_tensor_t *want = s_engine_run_chunks (&e, x, 64);
         zi_msg_t *m = s_ask ("input", x, 0);
         s_assert_reply (m);
@@ -612,29 +632,13 @@ Test (pipeline, a_layer_split_across_two_segments_equals_the_engine_bit_for_bit)
     //  two per request, and each request's input through the broker's: it
     //  released every block (3 x 2 cut tensors + 3 inputs).
     cr_assert_gt (s_plan->broker.shm_bytes, 0);
-    zi_json_t *stats = s_stats ();
-    const zi_json_t *tasks = zi_json_get (stats, "tasks");
-    double refs = zi_json_num (zi_json_get (tasks, "shm_refs"));
-    double released = zi_json_num (zi_json_get (tasks, "shm_released"));
+    double refs, released;
+    s_shm_counts (&refs, &released);
     cr_assert_eq (refs, 6, "shared-memory references received: %g (3 requests x 2 cut tensors)",
                   refs);
     cr_assert_eq (released, 9, "blocks released: %g of 9", released);
-    zi_json_destroy (&stats);
     s_engine_close (&plain);
     s_engine_close (&e);
-}
-
-//  A batch of MLP inputs, different for each round.
-static zi_tensor_t *
-s_mlp_input (int round)
-{
-    zi_tensor_t *x = zi_tensor_new (ZI_DT_F32, 2, (int64_t[]){ 64, 784 });
-    cr_assert_not_null (x);
-    float *xf = (float *) x->data;
-    for (int64_t i = 0; i < 64 * 784; i++) {
-        xf[i] = (float) ((i * 7919 + round * 104729) % 1000) / 500.0f - 1.0f;
-    }
-    return x;
 }
 
 Test (pipeline, client_inputs_in_shared_memory_are_read_in_place)
@@ -685,14 +689,11 @@ Test (pipeline, client_inputs_in_shared_memory_are_read_in_place)
     //  The broker decoded 6 client references and 12 cut tensors, and
     //  released only the cut tensors: without client_shm it would have
     //  copied each input into its own arena and released that too.
-    zi_json_t *stats = s_stats ();
-    const zi_json_t *tasks = zi_json_get (stats, "tasks");
-    double refs = zi_json_num (zi_json_get (tasks, "shm_refs"));
-    double released = zi_json_num (zi_json_get (tasks, "shm_released"));
+    double refs, released;
+    s_shm_counts (&refs, &released);
     cr_assert_eq (refs, 18, "references decoded: %g (6 requests x (1 input + 2 cut tensors))",
                   refs);
     cr_assert_eq (released, 12, "blocks released: %g, expected the 12 cut tensors", released);
-    zi_json_destroy (&stats);
     zi_client_destroy (&c);
     s_engine_close (&e);
 }
